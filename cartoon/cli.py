@@ -1,0 +1,186 @@
+"""`cartoon`: the command line of every pipeline stage (DVC calls these; people do too).
+
+Exit codes: 0 success, 2 usage errors (bad option, bad params key, missing input), 1 runtime
+failures (NaN loss, unreadable checkpoint, no usable images).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from cartoon.errors import RuntimeFailure, UsageError
+from cartoon.progress import console
+
+app = typer.Typer(
+    name="cartoon",
+    help="Reproducible photo-to-cartoon GANs: data stages, training, evaluation. `dvc repro` runs them all.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+F = TypeVar("F", bound=Callable[..., Any])
+
+ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params file (validated; see README for keys)")]
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    console.print(f"[bold yellow]WARNING[/] {message}")
+
+
+def handle_errors(func: F) -> F:
+    """Turn the project's exceptions into a red message and exit code 2 (usage) or 1 (runtime)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        warnings.showwarning = _show_warning
+        try:
+            return func(*args, **kwargs)
+        except UsageError as exc:
+            console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+        except RuntimeFailure as exc:
+            console.print(f"[bold red]failed:[/] {exc}")
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(params_path: Path):  # noqa: ANN202
+    from cartoon.params import load_params
+
+    return load_params(params_path)
+
+
+@app.command()
+@handle_errors
+def crawl(
+    sources: Annotated[Path, typer.Option(help="YAML list of sources (builtin, local, urls)")] = Path("pipeline/sources.yaml"),
+    out: Annotated[Path, typer.Option(help="output folder: images/<domain>/ and manifest.csv")] = Path("data/raw"),
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Gather raw photos and cartoons from the configured sources; record every item in a manifest."""
+    from cartoon.data.crawl import crawl as run
+
+    run(sources, out, _load(params).crawl)
+
+
+@app.command()
+@handle_errors
+def resize(
+    raw: Annotated[Path, typer.Option(help="crawl output folder (with manifest.csv)")] = Path("data/raw"),
+    out: Annotated[Path, typer.Option(help="output folder: photo/{train,test}/, cartoon/train/, manifest.csv")] = Path("data/resized"),
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Decode safely, resize and centre-crop to resize.size, split photos into train and held-out test."""
+    from cartoon.data.resize import resize as run
+
+    run(raw, out, _load(params).resize)
+
+
+@app.command()
+@handle_errors
+def smooth(
+    cartoons: Annotated[Path, typer.Option(help="folder of resized cartoon images")] = Path("data/resized/cartoon/train"),
+    out: Annotated[Path, typer.Option(help="output folder for the edge-smoothed copies (same file names)")] = Path("data/smoothed"),
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Make CartoonGAN's edge-smoothed cartoon set (Canny, dilate, Gaussian blur at edges)."""
+    from cartoon.data.smooth import smooth_folder
+
+    count = smooth_folder(cartoons, out, _load(params).smooth)
+    console.print(f"smooth: {count} images written to {out}")
+
+
+def _phase(phase: str, params_path: Path, photos: Path, cartoons: Path, smoothed: Path, model_dir: Path,
+           reports: Path, checkpoint: Path, init: Path | None) -> None:
+    from cartoon.training import PhaseOutputs, run_phase
+
+    data = {"photo": photos, "cartoon": cartoons, "smooth": smoothed}
+    metrics = run_phase(phase, _load(params_path), data, PhaseOutputs(model_dir, reports, checkpoint), init)  # type: ignore[arg-type]
+    console.print(f"{phase}: {metrics['steps']} steps in {metrics['seconds']} s; final losses {metrics['final_loss']}")
+
+
+PhotosOption = Annotated[Path, typer.Option(help="training photos")]
+CartoonsOption = Annotated[Path, typer.Option(help="cartoon images")]
+SmoothedOption = Annotated[Path, typer.Option(help="edge-smoothed cartoon images")]
+
+
+@app.command()
+@handle_errors
+def pretrain(
+    photos: PhotosOption = Path("data/resized/photo/train"),
+    cartoons: CartoonsOption = Path("data/resized/cartoon/train"),
+    smoothed: SmoothedOption = Path("data/smoothed"),
+    out: Annotated[Path, typer.Option(help="folder for generator.safetensors + generator.json")] = Path("models/pretrain"),
+    reports: Annotated[Path, typer.Option(help="folder for metrics.json, losses.csv, mlflow_run.json")] = Path("reports/pretrain"),
+    checkpoint: Annotated[Path, typer.Option(help="resumable state; resumed if inputs and params are unchanged")] = Path("checkpoints/pretrain.pt"),
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Initialisation phase: train the generator on the content loss alone (resumes after a kill)."""
+    _phase("pretrain", params, photos, cartoons, smoothed, out, reports, checkpoint, None)
+
+
+@app.command()
+@handle_errors
+def train(
+    photos: PhotosOption = Path("data/resized/photo/train"),
+    cartoons: CartoonsOption = Path("data/resized/cartoon/train"),
+    smoothed: SmoothedOption = Path("data/smoothed"),
+    init: Annotated[Path, typer.Option(help="pretrained generator folder")] = Path("models/pretrain"),
+    out: Annotated[Path, typer.Option(help="folder for generator.safetensors + generator.json")] = Path("models/train"),
+    reports: Annotated[Path, typer.Option(help="folder for metrics.json, losses.csv, mlflow_run.json")] = Path("reports/train"),
+    checkpoint: Annotated[Path, typer.Option(help="resumable state; resumed if inputs and params are unchanged")] = Path("checkpoints/train.pt"),
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Adversarial training of the selected method; logs to MLflow and registers the generator."""
+    _phase("train", params, photos, cartoons, smoothed, out, reports, checkpoint, init)
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    model: Annotated[str, typer.Option(help="generator folder, or models:/NAME/VERSION, models:/NAME@ALIAS, runs:/ID/generator")] = "models/train",
+    photos: Annotated[Path, typer.Option(help="folder of photos (any size; unreadable files are skipped and listed)")] = Path("data/resized/photo/test"),
+    out: Annotated[Path, typer.Option(help="output folder: images/, grid.png, metrics.json")] = Path("reports/evaluate"),
+    mlflow_run: Annotated[str | None, typer.Option(help="MLflow run id, or a mlflow_run.json file, to log the metrics to")] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Cartoonize a folder of photos and measure content kept and cartoon-likeness (see README)."""
+    from cartoon.evaluate import evaluate as run
+
+    run_id = mlflow_run
+    if mlflow_run and Path(mlflow_run).is_file():
+        run_id = json.loads(Path(mlflow_run).read_text())["run_id"]
+    metrics = run(model, photos, out, _load(params), run_id)
+    typer.echo(json.dumps(metrics, indent=2))
+
+
+@app.command()
+@handle_errors
+def methods() -> None:
+    """List the registered methods with their references and params keys."""
+    from cartoon.methods import available_methods
+
+    for name, method in available_methods().items():
+        typer.echo(f"{name}: {method.title}. {method.reference}")
+        for group, group_field in method.Params.model_fields.items():
+            for key, field in group_field.annotation.model_fields.items():
+                typer.echo(f"    {name}.{group}.{key} = {field.default!r}  {field.description or ''}")
+
+
+@app.command("check-params")
+@handle_errors
+def check_params(params: ParamsOption = Path("params.yaml")) -> None:
+    """Validate a params file and print the resolved values of the selected method."""
+    typer.echo(json.dumps(_load(params).flat(), indent=2))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Data stages: crawl, resize, smooth, and the embedded default data."""

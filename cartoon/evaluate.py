@@ -1,0 +1,140 @@
+"""The `evaluate` stage, also meant for users' own held-out photos.
+
+For every photo it writes the cartoonized image, then one comparison grid (inputs over
+outputs) and ``metrics.json``: how much content the output keeps, how cartoon-like it is,
+and how far its style statistics are from the cartoon training set's (stored with the model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import mlflow
+import numpy as np
+import torch
+
+from cartoon import tracking
+from cartoon.artifacts import load_generator, write_json
+from cartoon.data.imageio import ImageRejected, decode_image, list_images, write_png
+from cartoon.errors import RuntimeFailure, UsageError
+from cartoon.inference import cartoonize, limit_side, to_tensor
+from cartoon.metrics import STYLE_KEYS, colour_count, edge_density, edge_ssim, flatness
+from cartoon.params import Params
+from cartoon.progress import track
+from cartoon.vgg import load_vgg
+
+GRID_TILE = 160
+REGISTRY_SCHEMES = ("models:/", "runs:/")
+
+
+def resolve_model(reference: str) -> Path:
+    """A local generator folder/file, or an MLflow ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` or ``runs:/`` URI."""
+    if reference.startswith(REGISTRY_SCHEMES):
+        tracking.configure()
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(reference))
+        except mlflow.exceptions.MlflowException as exc:
+            raise UsageError(f"cannot resolve model {reference}: {exc.message}") from None
+        return local / "artifacts" if (local / "artifacts").is_dir() else local
+    path = Path(reference)
+    if not path.exists():
+        raise UsageError(f"model not found: {path}")
+    return path
+
+
+def comparison_grid(pairs: list[tuple[np.ndarray, np.ndarray]], tile: int = GRID_TILE) -> np.ndarray:
+    """Inputs on the top row, outputs on the bottom row, each tile scaled to ``tile`` pixels high."""
+
+    def fit(image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        return cv2.resize(image, (max(1, round(width * tile / height)), tile), interpolation=cv2.INTER_AREA)
+
+    gap = np.full((tile, 4, 3), 255, np.uint8)
+    rows = []
+    for column in zip(*pairs):
+        tiles = [part for image in column for part in (fit(image), gap)][:-1]
+        rows.append(np.concatenate(tiles, axis=1))
+    return np.concatenate([rows[0], np.full((4, rows[0].shape[1], 3), 255, np.uint8), rows[1]], axis=0)
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
+
+
+def evaluate(
+    model: str,
+    photos: Path,
+    out_dir: Path,
+    params: Params,
+    log_to_run: str | None = None,
+) -> dict[str, Any]:
+    """Cartoonize every photo in ``photos``; write images, grid.png and metrics.json to ``out_dir``."""
+    if not photos.is_dir():
+        raise UsageError(f"photos folder not found: {photos}")
+    generator, config = load_generator(resolve_model(model))
+    features = load_vgg(params.vgg, "conv4_4")
+    files = list_images(photos)
+    if not files:
+        raise UsageError(f"no image files in {photos}")
+    images_dir = out_dir / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    for stale in list_images(images_dir):
+        stale.unlink()
+
+    content_rows, style_rows, input_rows, skipped, pairs = [], [], [], [], []
+    for path in track(files, "evaluate"):
+        try:
+            photo = limit_side(decode_image(path.read_bytes(), params.resize.max_pixels), params.evaluate.max_side)
+        except ImageRejected as exc:
+            skipped.append({"file": path.name, "reason": exc.reason})
+            continue
+        output = cartoonize(generator, photo, config["size_multiple"])
+        write_png(images_dir / f"{path.stem}.png", output)
+        with torch.no_grad():
+            distance = (features(to_tensor(output)) - features(to_tensor(photo))).abs().mean().item()
+        content_rows.append({"perceptual_distance": distance, "edge_ssim": edge_ssim(photo, output)})
+        style_rows.append(_style(output))
+        input_rows.append(_style(photo))
+        if len(pairs) < params.evaluate.grid_images:
+            pairs.append((photo, output))
+    if not content_rows:
+        raise RuntimeFailure(f"none of the {len(files)} files in {photos} could be read: {skipped[:3]}")
+    write_png(out_dir / "grid.png", comparison_grid(pairs))
+
+    style = _mean(style_rows)
+    metrics: dict[str, Any] = {
+        "images": len(content_rows),
+        "skipped": len(skipped),
+        "content": _mean(content_rows),
+        "style": style,
+        "input_style": _mean(input_rows),
+    }
+    reference = config.get("cartoon_reference")
+    if reference:
+        metrics["cartoon_reference"] = reference
+        metrics["style_gap"] = {key: abs(style[key] - reference[key]) for key in STYLE_KEYS}
+    info = {"model": model, "method": config["method"], "vgg_source": features.source,
+            "skipped_files": skipped}
+    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "evaluation.json", info)
+    if log_to_run:
+        _log(log_to_run, metrics, out_dir)
+    return metrics
+
+
+def _style(image: np.ndarray) -> dict[str, float]:
+    return {"edge_density": edge_density(image), "colour_count": colour_count(image), "flatness": flatness(image)}
+
+
+def _log(run_id: str, metrics: dict[str, Any], out_dir: Path) -> None:
+    """Add the evaluation to the training run, so runs compare side by side in `mlflow ui`."""
+    flat = {f"eval/{group}/{key}": value for group, values in metrics.items() if isinstance(values, dict)
+            for key, value in values.items()}
+    flat["eval/images"] = metrics["images"]
+    tracking.configure()
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics(flat)
+        mlflow.log_artifact(str(out_dir / "grid.png"), "evaluate")
+        mlflow.log_artifact(str(out_dir / "metrics.json"), "evaluate")

@@ -1,0 +1,120 @@
+"""The interface every method implements, and the pieces methods share.
+
+The training loop (``cartoon.training``) knows only this interface: it builds the method,
+calls ``setup`` for a phase, feeds batches to ``step`` and checkpoints ``state_dict``.
+Images are float tensors in [-1, 1], NCHW.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from cartoon.params import Section
+
+Phase = Literal["pretrain", "train"]
+
+
+class MethodParams(Section):
+    """A method's params section: three groups, so DVC re-runs only the stages a change touches.
+
+    ``generator`` (architecture: pretrain, train and evaluation depend on it), ``pretrain``
+    (the initialisation phase) and ``train`` (adversarial phase: losses, discriminators).
+    """
+
+    generator: Section
+    pretrain: Section
+    train: Section
+Batch = dict[str, torch.Tensor]
+
+
+class NonFiniteLoss(ArithmeticError):
+    """A loss became NaN or infinite; raised before the optimiser would spread it into the weights."""
+
+
+class Method(ABC):
+    """A photo-to-cartoon method: its networks, its losses and one optimisation step per phase."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    reference: ClassVar[str]
+    Params: ClassVar[type[MethodParams]]
+    content_layer: ClassVar[str] = "conv4_4"
+    size_multiple: ClassVar[int] = 4  # the generator maps HxW to HxW when both are multiples of this
+    # Image sets each phase consumes; the loop loads exactly these (see cartoon.training.IMAGE_SETS).
+    sets: ClassVar[dict[str, tuple[str, ...]]] = {"pretrain": ("photo",), "train": ("photo", "cartoon", "smooth")}
+
+    def __init__(self, params: MethodParams, features: nn.Module, device: torch.device) -> None:
+        self.params = params
+        self.features = features.to(device)
+        self.device = device
+        self.generator = self.build_generator(params).to(device)
+        self.networks: dict[str, nn.Module] = {"generator": self.generator}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+
+    @classmethod
+    @abstractmethod
+    def build_generator(cls, params: MethodParams) -> nn.Module:
+        """The generator alone, so evaluation can rebuild it from a saved config."""
+
+    @abstractmethod
+    def setup(self, phase: Phase, epochs: int, steps_per_epoch: int) -> None:
+        """Create the discriminators, optimisers and schedules this phase needs."""
+
+    @abstractmethod
+    def step(self, phase: Phase, batch: Batch) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns every loss term (detached scalars) for logging."""
+
+    def end_epoch(self) -> None:
+        for scheduler in self.schedulers.values():
+            scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        groups = {"net": self.networks, "opt": self.optimizers, "sched": self.schedulers}
+        return {f"{kind}.{name}": obj.state_dict() for kind, objs in groups.items() for name, obj in objs.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        groups = {"net": self.networks, "opt": self.optimizers, "sched": self.schedulers}
+        expected = {f"{kind}.{name}" for kind, objs in groups.items() for name in objs}
+        if set(state) != expected:
+            raise KeyError(f"checkpoint holds {sorted(state)}, this method expects {sorted(expected)}")
+        for kind, objs in groups.items():
+            for name, obj in objs.items():
+                obj.load_state_dict(state[f"{kind}.{name}"])
+
+    def optimise(self, name: str, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss`` into optimiser ``name``; a non-finite loss stops before any update."""
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"{name} loss is {loss.item()}")
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def content_loss(self, generated: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+        """L1 between VGG features of the output and of the input photo (semantic content kept)."""
+        with torch.no_grad():
+            target = self.features(photo)
+        return (self.features(generated) - target).abs().mean()
+
+
+def init_normal(module: nn.Module, std: float = 0.02) -> None:
+    """DCGAN-style N(0, std) initialisation of conv weights, zero biases (used by the papers' code)."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(layer.weight, 0.0, std)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(flag)

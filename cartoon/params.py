@@ -1,0 +1,175 @@
+"""Validated view of params.yaml.
+
+Every stage reads its own section through these models, so a typo or a wrong type fails
+before any work starts, with an error that names the key (``train.epochs: ...``).
+Method-specific sections (``cartoongan:``, ...) are validated by the schema that the
+selected method registers, so adding a method adds no field here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cartoon.errors import UsageError
+
+
+class Section(BaseModel):
+    """A params section: unknown keys are errors, values are checked, defaults are documented."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CrawlParams(Section):
+    timeout_s: float = Field(10.0, gt=0, description="HTTP connect/read timeout per request")
+    max_bytes: int = Field(20_000_000, ge=1024, description="byte cap per downloaded file")
+    retries: int = Field(3, ge=0, le=10, description="retries per URL after the first try")
+    backoff_s: float = Field(0.5, ge=0, description="first retry delay; doubles each retry")
+    max_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb cap (width*height)")
+    workers: int = Field(4, ge=1, le=64, description="concurrent downloads")
+
+
+class ResizeParams(Section):
+    size: int = Field(64, ge=16, le=4096, description="square side of training images, pixels")
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of photos held out")
+    seed: int = 0
+    max_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb cap (width*height)")
+
+
+class SmoothParams(Section):
+    canny_low: int = Field(100, ge=0, le=255)
+    canny_high: int = Field(200, ge=0, le=255)
+    kernel_size: int = Field(5, ge=3, le=31, description="dilation and Gaussian kernel side (odd)")
+
+    @model_validator(mode="after")
+    def _check(self) -> SmoothParams:
+        if self.kernel_size % 2 == 0:
+            raise ValueError("kernel_size must be odd")
+        if self.canny_low > self.canny_high:
+            raise ValueError("canny_low must not exceed canny_high")
+        return self
+
+
+class ModelParams(Section):
+    name: str = Field("cartoongan", description="method: a name from `cartoon methods`")
+
+
+class VggParams(Section):
+    weights: str | None = Field(None, description="path to torchvision VGG19 weights (.pth or .safetensors)")
+    allow_random: bool = Field(False, description="fall back to seeded random weights (labelled) if none found")
+    seed: int = 0
+
+
+class LoopParams(Section):
+    """Settings every method's training loop shares (the method owns its learning rates and losses)."""
+
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(8, ge=1)
+    log_every: int = Field(10, ge=1, description="steps between loss logs")
+    sample_every: int = Field(100, ge=1, description="steps between sample grids")
+    checkpoint_every: int = Field(100, ge=1, description="steps between resumable checkpoints")
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch (smoke runs)")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+
+
+class EvaluateParams(Section):
+    max_side: int = Field(512, ge=16, description="longer image side is scaled down to this before inference")
+    grid_images: int = Field(8, ge=1, description="images shown in the comparison grid")
+    batch_size: int = Field(1, ge=1)
+
+
+class TrackingParams(Section):
+    experiment: str = "cartoon"
+    register_model: bool = Field(True, description="register each trained generator as a model version")
+    system_metrics: bool = True
+
+
+class Params(BaseModel):
+    """All of params.yaml. Extra top-level keys must be registered method names."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    crawl: CrawlParams = CrawlParams()
+    resize: ResizeParams = ResizeParams()
+    smooth: SmoothParams = SmoothParams()
+    model: ModelParams = ModelParams()
+    vgg: VggParams = VggParams()
+    pretrain: LoopParams = LoopParams()
+    train: LoopParams = LoopParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    tracking: TrackingParams = TrackingParams()
+
+    def method_params(self, name: str | None = None) -> BaseModel:
+        """The validated section of a method (the selected one by default)."""
+        from cartoon.methods import get_method
+
+        name = name or self.model.name
+        method = get_method(name)
+        raw = (self.model_extra or {}).get(name) or {}
+        return _validate(method.Params, raw, prefix=f"{name}.")
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key -> value for MLflow: the shared sections plus the selected method's."""
+        data = {k: getattr(self, k).model_dump() for k in type(self).model_fields}
+        data[self.model.name] = self.method_params().model_dump()
+        return dict(_flatten(data))
+
+
+def _flatten(data: Any, prefix: str = ""):
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from _flatten(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], data
+
+
+def _describe(errors: list[dict[str, Any]], prefix: str) -> str:
+    lines = []
+    for err in errors:
+        key = prefix + ".".join(str(part) for part in err["loc"])
+        given = err.get("input")
+        msg = err["msg"].replace("Value error, ", "")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{key}: {msg} (got {given!r})" if err["type"] != "missing" else f"{key}: {msg}")
+    return "; ".join(lines)
+
+
+def _validate(model: type[BaseModel], raw: Any, prefix: str = "") -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise UsageError(f"invalid params: {_describe(exc.errors(), prefix)}") from None
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate a params file; every problem is a UsageError naming the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: expected a mapping of sections at the top level")
+    params = _validate(Params, raw)
+    from cartoon.methods import available_methods
+
+    methods = set(available_methods())
+    for key in params.model_extra or {}:
+        if key not in methods:
+            raise UsageError(
+                f"invalid params: {key}: unknown section (sections: {', '.join(sorted(Params.model_fields))}; "
+                f"method sections: {', '.join(sorted(methods))})"
+            )
+    if params.model.name not in methods:
+        raise UsageError(f"invalid params: model.name: unknown method {params.model.name!r} (known: {', '.join(sorted(methods))})")
+    for key in params.model_extra or {}:
+        params.method_params(key)
+    return params

@@ -1,0 +1,287 @@
+"""The training loop every method shares: the `pretrain` and `train` stages.
+
+It loads the image sets the method asks for, resumes from the last checkpoint when the
+inputs and params are unchanged, runs the method's steps with a progress bar, logs losses
+and sample grids to MLflow, and finally writes the generator, reports and (for `train`) a
+registered model version. Checkpoints are written atomically every
+``checkpoint_every`` steps and at each epoch end; a NaN/inf loss stops the run with the
+last good checkpoint kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from torchvision.utils import make_grid
+
+from cartoon import tracking
+from cartoon.artifacts import load_generator, load_training_state, save_generator, save_training_state, write_json
+from cartoon.data.imageio import list_images, read_rgb
+from cartoon.errors import RuntimeFailure, UsageError
+from cartoon.inference import to_uint8
+from cartoon.methods import get_method
+from cartoon.methods.base import Method, NonFiniteLoss, Phase
+from cartoon.params import LoopParams, Params
+from cartoon.progress import progress
+from cartoon.vgg import load_vgg
+
+# Loop settings that change what is computed; the others (logging cadence, device) do not
+# invalidate a checkpoint.
+_RESULT_KEYS = ("epochs", "batch_size", "max_steps_per_epoch", "seed")
+SAMPLE_COUNT = 4
+
+
+@dataclass(frozen=True)
+class PhaseOutputs:
+    """Where a phase writes: the generator folder, the reports folder, the checkpoint file."""
+
+    model_dir: Path
+    reports_dir: Path
+    checkpoint: Path
+
+
+@dataclass
+class ImageSet:
+    names: list[str]
+    images: torch.Tensor  # uint8, N x 3 x H x W
+
+    def batch(self, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return self.images[index].to(device).float().div_(127.5).sub_(1.0)
+
+
+def load_image_set(folder: Path, label: str) -> ImageSet:
+    """All images of a folder as one uint8 tensor; they must share one size (the resize stage's)."""
+    if not folder.is_dir():
+        raise UsageError(f"{label} folder not found: {folder}")
+    files = list_images(folder)
+    if not files:
+        raise RuntimeFailure(f"no images in {label} folder {folder}")
+    arrays = [read_rgb(path) for path in files]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise RuntimeFailure(f"{label} images in {folder} differ in size {sorted(shapes)}; run the resize stage")
+    stacked = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return ImageSet([p.stem for p in files], stacked)
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' requested but CUDA is not available")
+    return torch.device(choice)
+
+
+def _fingerprint(phase: str, params: Params, loop: LoopParams, sets: dict[str, ImageSet], init_digest: str, vgg: str) -> str:
+    digest = hashlib.sha256()
+    config = {
+        "phase": phase,
+        "method": params.model.name,
+        "method_params": params.method_params().model_dump(mode="json"),
+        "loop": {k: getattr(loop, k) for k in _RESULT_KEYS},
+        "vgg": vgg,
+        "init": init_digest,
+    }
+    digest.update(json.dumps(config, sort_keys=True).encode())
+    for name in sorted(sets):
+        digest.update(name.encode())
+        digest.update(sets[name].images.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _epoch_order(n: int, seed: int, epoch: int, salt: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7919 + salt)
+    return torch.randperm(n, generator=generator)
+
+
+def _sample_grid(method: Method, photos: torch.Tensor) -> np.ndarray:
+    """Inputs on the top row, outputs below, as one uint8 image."""
+    generator = method.generator
+    was_training = generator.training
+    generator.eval()
+    with torch.no_grad():
+        outputs = generator(photos)
+    generator.train(was_training)
+    grid = make_grid(torch.cat([photos, outputs]).clamp(-1, 1), nrow=len(photos), padding=2, pad_value=1.0)
+    return to_uint8(grid[None])[0]
+
+
+def _write_history(path: Path, history: list[dict[str, float]]) -> None:
+    keys = sorted({k for row in history for k in row} - {"step"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["step", *keys])
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _start_run(params: Params, run_id: str | None, run_name: str) -> mlflow.ActiveRun:
+    tracking.configure()
+    experiment = tracking.experiment_id(params.tracking.experiment)
+    if run_id is not None:
+        try:
+            return mlflow.start_run(run_id=run_id, log_system_metrics=params.tracking.system_metrics)
+        except mlflow.exceptions.MlflowException:
+            pass  # the run is gone (database deleted): start a new one below
+    return mlflow.start_run(experiment_id=experiment, run_name=run_name, log_system_metrics=params.tracking.system_metrics)
+
+
+def run_phase(
+    phase: Phase,
+    params: Params,
+    data: dict[str, Path],
+    outputs: PhaseOutputs,
+    init: Path | None = None,
+) -> dict[str, Any]:
+    """Train one phase of the selected method; returns the metrics written to metrics.json."""
+    loop: LoopParams = getattr(params, phase)
+    method_cls = get_method(params.model.name)
+    missing = [name for name in method_cls.sets[phase] if name not in data]
+    if missing:
+        raise UsageError(f"{method_cls.name} {phase} needs image sets {missing}; pass them as options")
+    device = pick_device(loop.device)
+    if loop.threads:
+        torch.set_num_threads(loop.threads)
+    torch.manual_seed(loop.seed)
+
+    sets = {name: load_image_set(data[name], name) for name in method_cls.sets[phase]}
+    if "smooth" in sets and sets["smooth"].names != sets["cartoon"].names:
+        raise RuntimeFailure("edge-smoothed set does not match the cartoon set file by file; re-run the smooth stage")
+    features = load_vgg(params.vgg, method_cls.content_layer)
+    method = method_cls(params.method_params(), features, device)
+    init_digest = ""
+    if init is not None:
+        pretrained, config = load_generator(init)
+        same_architecture = config["params"].get("generator") == method.params.generator.model_dump(mode="json")
+        if config["method"] != method_cls.name or not same_architecture:
+            raise UsageError(f"{init} was trained for a different method or architecture; re-run pretrain")
+        method.generator.load_state_dict(pretrained.state_dict())
+        init_digest = config.get("weights_sha256", "")
+
+    n_photos = len(sets["photo"].names)
+    steps_per_epoch = math.ceil(n_photos / loop.batch_size)
+    if loop.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, loop.max_steps_per_epoch)
+    total_steps = steps_per_epoch * loop.epochs
+    method.setup(phase, loop.epochs, steps_per_epoch)
+    fingerprint = _fingerprint(phase, params, loop, sets, init_digest, features.source)
+
+    state = {"global_step": 0, "history": [], "run_id": None, "seconds": 0.0}
+    if outputs.checkpoint.is_file():
+        saved = load_training_state(outputs.checkpoint)
+        if saved.get("fingerprint") == fingerprint:
+            method.load_state_dict(saved["method"])
+            torch.set_rng_state(saved["rng"])
+            state = {k: saved[k] for k in state}
+        else:
+            outputs.checkpoint.unlink()  # inputs or params changed: that progress belongs to another run
+
+    sample_photos = sets["photo"].batch(torch.arange(min(SAMPLE_COUNT, n_photos)), device)
+    run_name = f"{method_cls.name}-{phase}"
+    with _start_run(params, state["run_id"], run_name) as run:
+        state["run_id"] = run.info.run_id
+        resumed = state["global_step"] > 0
+        if not resumed:
+            tracking.log_params(params.flat())
+            mlflow.set_tags(tracking.run_tags(phase, method_cls.name, fingerprint[:16], features.source))
+            mlflow.set_tags({"data.sha256": fingerprint})
+
+        def save_checkpoint() -> None:
+            save_training_state(
+                outputs.checkpoint,
+                {**state, "fingerprint": fingerprint, "method": method.state_dict(), "rng": torch.get_rng_state()},
+            )
+
+        started = time.monotonic()
+        seconds_before = state["seconds"]
+        last: dict[str, float] = {}
+        with progress() as bar:
+            task = bar.add_task(f"{phase} {method_cls.name}", total=total_steps, completed=state["global_step"], status="")
+            while state["global_step"] < total_steps:
+                step = state["global_step"]
+                epoch, index = divmod(step, steps_per_epoch)
+                photo_order = _epoch_order(n_photos, loop.seed, epoch, 0)
+                batch_index = photo_order[torch.arange(index * loop.batch_size, (index + 1) * loop.batch_size) % n_photos]
+                batch = {"photo": sets["photo"].batch(batch_index, device)}
+                if "cartoon" in sets:
+                    n_cartoons = len(sets["cartoon"].names)
+                    order = _epoch_order(n_cartoons, loop.seed, epoch, 1)
+                    pick = order[torch.arange(index * loop.batch_size, (index + 1) * loop.batch_size) % n_cartoons]
+                    batch.update({name: sets[name].batch(pick, device) for name in sets if name != "photo"})
+                try:
+                    losses = method.step(phase, batch)
+                except NonFiniteLoss as exc:
+                    raise RuntimeFailure(
+                        f"{phase} stopped at step {step + 1}: {exc}. The last good checkpoint is kept at "
+                        f"{outputs.checkpoint}; lower the learning rate or check the data, then run again."
+                    ) from None
+                state["global_step"] = step + 1
+                last = {k: float(v) for k, v in losses.items()}
+                if not all(math.isfinite(v) for v in last.values()):
+                    raise RuntimeFailure(f"{phase} stopped at step {step + 1}: non-finite loss {last}")
+                if state["global_step"] % loop.log_every == 0 or state["global_step"] == total_steps:
+                    state["history"].append({"step": state["global_step"], **last})
+                    mlflow.log_metrics({f"loss/{k}": v for k, v in last.items()}, step=state["global_step"])
+                if state["global_step"] % loop.sample_every == 0 or state["global_step"] == total_steps:
+                    mlflow.log_image(_sample_grid(method, sample_photos), key="samples", step=state["global_step"])
+                epoch_done = state["global_step"] % steps_per_epoch == 0
+                if epoch_done:
+                    method.end_epoch()
+                if epoch_done or state["global_step"] % loop.checkpoint_every == 0:
+                    state["seconds"] = seconds_before + time.monotonic() - started
+                    save_checkpoint()
+                bar.update(task, advance=1, status=" ".join(f"{k}={v:.3g}" for k, v in list(last.items())[:3]))
+        state["seconds"] = seconds_before + time.monotonic() - started
+
+        config = {
+            "method": method_cls.name,
+            "params": method.params.model_dump(mode="json"),
+            "size_multiple": method_cls.size_multiple,
+            "image_size": int(sets["photo"].images.shape[-1]),
+            "phase": phase,
+            "steps": state["global_step"],
+            "vgg_source": features.source,
+            "mlflow_run_id": run.info.run_id,
+        }
+        if "cartoon" in sets:
+            from cartoon.metrics import style_statistics
+
+            config["cartoon_reference"] = style_statistics(sets["cartoon"].images.permute(0, 2, 3, 1).numpy())
+        save_generator(outputs.model_dir, method.generator, config)
+
+        metrics = {
+            "method": method_cls.name,
+            "phase": phase,
+            "steps": state["global_step"],
+            "epochs": loop.epochs,
+            "seconds": round(state["seconds"], 2),
+            "images_per_second": round(state["global_step"] * loop.batch_size / max(state["seconds"], 1e-9), 3),
+            "vgg_source": features.source,
+            "final_loss": last,
+        }
+        mlflow.log_metrics({"train_seconds": metrics["seconds"], "images_per_second": metrics["images_per_second"]})
+        mlflow.log_image(_sample_grid(method, sample_photos), artifact_file="samples/final.png")
+        record: dict[str, Any] = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                                  "tracking_uri": mlflow.get_tracking_uri()}
+        if phase == "train":
+            name = tracking.registered_name(method_cls.name) if params.tracking.register_model else None
+            record.update(tracking.log_generator(outputs.model_dir, name))
+        _write_history(outputs.reports_dir / "losses.csv", state["history"])
+        write_json(outputs.reports_dir / "metrics.json", metrics)
+        write_json(outputs.reports_dir / "mlflow_run.json", record)
+    outputs.checkpoint.unlink(missing_ok=True)
+    return metrics

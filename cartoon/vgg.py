@@ -1,0 +1,129 @@
+"""VGG19 feature extractor for content losses and the perceptual metric.
+
+Weights are never downloaded. They are resolved in this order:
+1. ``vgg.weights`` in params (a torchvision-layout ``.pth`` or ``.safetensors`` file);
+2. torchvision's hub cache (``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``);
+3. only if ``vgg.allow_random`` is true: a seeded random initialisation, with a loud warning.
+The source is reported as ``imagenet:<sha256 prefix>`` or ``random:<seed>`` so every run and
+metric says which network measured it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import vgg19
+
+from cartoon.errors import RuntimeFailure, UsageError
+from cartoon.params import VggParams
+
+TORCHVISION_FILE = "vgg19-dcbb9e9d.pth"
+# Index just past each named layer in torchvision's vgg19().features.
+LAYER_END = {"relu1_2": 4, "relu2_2": 9, "relu3_4": 18, "conv4_4": 26, "relu4_4": 27, "relu5_4": 36}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class RandomWeightsWarning(UserWarning):
+    """VGG features come from random weights: perceptual losses and metrics are not ImageNet ones."""
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    state: dict[str, torch.Tensor] | None
+    source: str
+
+
+def torchvision_cache_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
+
+
+def _sha256_prefix(path: Path, length: int = 12) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any decoder error means the same thing to the user
+        raise RuntimeFailure(f"cannot read VGG19 weights from {path}: {exc}") from None
+    if not isinstance(state, dict):
+        raise RuntimeFailure(f"{path} does not hold a state dict")
+    return state
+
+
+def resolve_weights(params: VggParams) -> ResolvedWeights:
+    """Find VGG19 weights without touching the network; see the module docstring for the order."""
+    if params.weights:
+        path = Path(params.weights).expanduser()
+        if not path.is_file():
+            raise UsageError(f"vgg.weights: file not found: {path}")
+        return ResolvedWeights(_read_state(path), f"imagenet:{_sha256_prefix(path)}")
+    cached = torchvision_cache_path()
+    if cached.is_file():
+        return ResolvedWeights(_read_state(cached), f"imagenet:{_sha256_prefix(cached)}")
+    if params.allow_random:
+        warnings.warn(
+            f"No VGG19 weights found (vgg.weights unset, {cached} missing): using RANDOM weights "
+            f"(seed {params.seed}). Content losses and perceptual metrics are NOT ImageNet-based; "
+            "set vgg.weights or place torchvision's file in the cache for real results.",
+            RandomWeightsWarning,
+            stacklevel=2,
+        )
+        return ResolvedWeights(None, f"random:{params.seed}")
+    raise RuntimeFailure(
+        "No VGG19 weights found and downloads are disabled. Put torchvision's "
+        f"{TORCHVISION_FILE} at {cached}, or set vgg.weights to a file, "
+        "or set vgg.allow_random: true for a labelled random fallback."
+    )
+
+
+class VGGFeatures(nn.Module):
+    """Frozen VGG19 prefix up to ``layer``; takes images in [-1, 1], applies ImageNet normalisation."""
+
+    def __init__(self, weights: ResolvedWeights, layer: str = "conv4_4", seed: int = 0) -> None:
+        super().__init__()
+        if layer not in LAYER_END:
+            raise UsageError(f"unknown VGG layer {layer!r} (known: {', '.join(LAYER_END)})")
+        end = LAYER_END[layer]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            features = vgg19(weights=None).features[:end]
+        if weights.state is not None:
+            wanted = {k.removeprefix("features."): v for k, v in weights.state.items() if k.startswith("features.")}
+            own = features.state_dict()
+            missing = [k for k in own if k not in wanted]
+            if missing:
+                raise RuntimeFailure(f"VGG19 weights lack {len(missing)} tensors, e.g. features.{missing[0]}")
+            for key, value in own.items():
+                if wanted[key].shape != value.shape:
+                    raise RuntimeFailure(f"VGG19 weight features.{key} has shape {tuple(wanted[key].shape)}, expected {tuple(value.shape)}")
+            features.load_state_dict({k: wanted[k] for k in own})
+        self.features = features.eval().requires_grad_(False)
+        self.source = weights.source
+        self.layer = layer
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> VGGFeatures:  # stays in eval mode: it is a fixed measure
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features(((images + 1) / 2 - self.mean) / self.std)
+
+
+def load_vgg(params: VggParams, layer: str = "conv4_4") -> VGGFeatures:
+    return VGGFeatures(resolve_weights(params), layer=layer, seed=params.seed)

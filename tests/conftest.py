@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny image folders, a tiny params file, and an isolated MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from cartoon.data.imageio import write_png
+
+TINY_PARAMS = {
+    "resize": {"size": 32, "test_fraction": 0.25, "seed": 0},
+    "model": {"name": "cartoongan"},
+    "cartoongan": {"generator": {"width": 4, "n_blocks": 1, "upsample": "resize"}, "train": {"disc_width": 4}},
+    "vgg": {"allow_random": True, "seed": 0},
+    "pretrain": {"epochs": 1, "batch_size": 4, "log_every": 1, "sample_every": 2, "checkpoint_every": 1},
+    "train": {"epochs": 2, "batch_size": 4, "log_every": 1, "sample_every": 2, "checkpoint_every": 1},
+    "evaluate": {"grid_images": 2},
+    "tracking": {"experiment": "tests", "system_metrics": False},
+}
+
+
+@pytest.fixture(scope="session")
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One SQLite store for the session (creating one costs seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store: str) -> Path:
+    """A throwaway project folder (cwd) with tiny params and random 32x32 image sets."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    write_params(tmp_path / "params.yaml")
+    rng = np.random.default_rng(0)
+    for folder, count in (("photo", 8), ("cartoon", 6), ("smooth", 6), ("test", 3)):
+        for index in range(count):
+            write_png(tmp_path / folder / f"{index:03d}.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    return tmp_path
+
+
+def write_params(path: Path, **overrides: dict) -> Path:
+    params = {key: dict(value) for key, value in TINY_PARAMS.items()}
+    for section, values in overrides.items():
+        params.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(params))
+    return path

@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from cartoon.methods import available_methods, get_method
+from cartoon.methods.base import NonFiniteLoss, count_parameters
+from cartoon.methods.cartoongan import CartoonGAN, CartoonGANParams, Discriminator, Generator
+from cartoon.params import VggParams
+from cartoon.vgg import RandomWeightsWarning, load_vgg
+
+
+def test_registry_finds_cartoongan():
+    assert available_methods()["cartoongan"] is CartoonGAN
+    assert get_method("cartoongan") is CartoonGAN
+
+
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])
+def test_paper_generator_parameter_count(upsample):
+    assert count_parameters(Generator(64, 8, upsample)) == 11_120_195
+
+
+def test_paper_discriminator_parameter_count():
+    assert count_parameters(Discriminator(32)) == 1_128_385
+
+
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])
+def test_shapes(upsample):
+    generator = Generator(8, 1, upsample)
+    x = torch.rand(2, 3, 36, 44) * 2 - 1
+    y = generator(x)
+    assert y.shape == x.shape
+    assert y.abs().max() <= 1
+    assert Discriminator(8)(x).shape == (2, 1, 9, 11)  # patch map at 1/4 of the input
+
+
+@pytest.fixture
+def method():
+    torch.manual_seed(0)
+    params = CartoonGANParams.model_validate(
+        {"generator": {"width": 8, "n_blocks": 1}, "train": {"disc_width": 8}, "pretrain": {"lr": 1e-3}}
+    )
+    with pytest.warns(RandomWeightsWarning):
+        features = load_vgg(VggParams(allow_random=True), CartoonGAN.content_layer)
+    return CartoonGAN(params, features, torch.device("cpu"))
+
+
+def test_pretrain_steps_decrease_content_loss(method):
+    method.setup("pretrain", epochs=1, steps_per_epoch=20)
+    torch.manual_seed(1)
+    batch = {"photo": torch.rand(4, 3, 32, 32) * 2 - 1}
+    with torch.no_grad():
+        before = method.content_loss(method.generator(batch["photo"]), batch["photo"]).item()
+    for _ in range(15):
+        losses = method.step("pretrain", batch)
+    assert set(losses) == {"content"}
+    assert losses["content"].item() < 0.7 * before
+
+
+def test_train_step_reports_every_term_and_updates_both_networks(method):
+    method.setup("train", epochs=4, steps_per_epoch=2)
+    assert set(method.networks) == {"generator", "discriminator"}
+    g_before = [p.clone() for p in method.generator.parameters()]
+    d_before = [p.clone() for p in method.discriminator.parameters()]
+    batch = {name: torch.rand(2, 3, 32, 32) * 2 - 1 for name in ("photo", "cartoon", "smooth")}
+    losses = method.step("train", batch)
+    assert set(losses) == {"d_real", "d_fake", "d_edge", "d_total", "g_adv", "content", "g_total"}
+    expected_g = losses["g_adv"] + method.params.train.content_weight * losses["content"]
+    assert torch.isclose(losses["g_total"], expected_g)
+    assert torch.isclose(losses["d_total"], losses["d_real"] + losses["d_fake"] + losses["d_edge"])
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, method.generator.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, method.discriminator.parameters()))
+
+
+def test_lr_decays_at_paper_fractions(method):
+    method.setup("train", epochs=4, steps_per_epoch=1)
+    lrs = []
+    for _ in range(4):
+        lrs.append(method.optimizers["generator"].param_groups[0]["lr"])
+        method.end_epoch()
+    assert lrs == pytest.approx([2e-4, 2e-4, 2e-5, 2e-6])
+
+
+def test_state_dict_round_trip(method):
+    method.setup("train", epochs=2, steps_per_epoch=1)
+    method.step("train", {name: torch.rand(2, 3, 16, 16) * 2 - 1 for name in ("photo", "cartoon", "smooth")})
+    state = method.state_dict()
+    other = CartoonGAN(method.params, method.features, torch.device("cpu"))
+    other.setup("train", epochs=2, steps_per_epoch=1)
+    other.load_state_dict(state)
+    for a, b in zip(method.generator.parameters(), other.generator.parameters()):
+        assert torch.equal(a, b)
+    assert other.optimizers["discriminator"].state_dict()["state"].keys() == state["opt.discriminator"]["state"].keys()
+
+
+def test_non_finite_loss_stops_before_update(method):
+    method.setup("pretrain", epochs=1, steps_per_epoch=1)
+    before = [p.clone() for p in method.generator.parameters()]
+    with pytest.raises(NonFiniteLoss):
+        method.step("pretrain", {"photo": torch.full((1, 3, 16, 16), float("nan"))})
+    assert all(torch.equal(a, b) for a, b in zip(before, method.generator.parameters()))

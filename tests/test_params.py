@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import pytest
+
+from cartoon.errors import UsageError
+from cartoon.params import load_params
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_validate(tmp_path):
+    params = load_params(_write(tmp_path, "{}\n"))
+    assert params.model.name == "cartoongan"
+    assert params.method_params().train.content_weight == 10.0
+    assert params.flat()["cartoongan.generator.n_blocks"] == 8
+
+
+def test_repository_params_file_is_valid():
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    assert params.vgg.allow_random is True  # the offline default must run without weights
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("train: {epochs: zero}\n", "train.epochs"),
+        ("train: {epochs: 0}\n", "train.epochs"),
+        ("train: {epoch: 3}\n", "train.epoch: unknown key"),
+        ("trian: {}\n", "trian: unknown section"),
+        ("model: {name: nosuch}\n", "model.name: unknown method 'nosuch'"),
+        ("cartoongan: {train: {content_weight: -1}}\n", "cartoongan.train.content_weight"),
+        ("cartoongan: {generator: {upsample: bicubic}}\n", "cartoongan.generator.upsample"),
+        ("smooth: {kernel_size: 4}\n", "kernel_size must be odd"),
+        ("[1, 2]\n", "mapping"),
+        ("a: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_params_name_the_key(tmp_path, text, named):
+    with pytest.raises(UsageError, match="") as info:
+        load_params(_write(tmp_path, text))
+    assert named in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UsageError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
