@@ -1,0 +1,158 @@
+"""The ``resize`` stage: crawled images -> square training PNGs, with a stable photo train/test split.
+
+Layout: ``<out>/photo/train/<item_id>.png``, ``<out>/photo/test/<item_id>.png``,
+``<out>/cartoon/train/<item_id>.png`` and ``<out>/manifest.csv``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from cartoon.data.imageio import ImageRejected, decode_image, write_png
+from cartoon.errors import RuntimeFailure, UsageError
+from cartoon.params import ResizeParams
+from cartoon.progress import console, progress
+
+MANIFEST_COLUMNS = [
+    "item_id", "domain", "split", "sha256", "source", "origin",
+    "width", "height", "status", "reason", "path",
+]  # fmt: skip
+DOMAINS = ("photo", "cartoon")
+_NEEDED = ("item_id", "domain", "sha256", "source", "origin", "status", "path")
+
+
+def split_photos(item_ids: list[str], test_fraction: float, seed: int) -> dict[str, str]:
+    """item_id -> "train" | "test", from the seed and the set of ids only (not their order).
+
+    Hash-based: each photo is ranked by sha256(seed, item_id) and the lowest ``n_test`` ranks are
+    the test set, with n_test = round(test_fraction * n) (halves round up), at least 1 when
+    n >= 2 and test_fraction > 0, and at most n - 1 so training keeps a photo. Because a photo's
+    rank key never depends on the others, adding a photo never moves an existing one from train
+    to test, and moves at most one (the last-ranked test photo) from test to train, only when the
+    newcomer takes its test place. (An exact count and perfect stability cannot both hold.)
+    """
+    ids = sorted(set(item_ids))
+    n = len(ids)
+    n_test = math.floor(test_fraction * n + 0.5)
+    if n >= 2 and test_fraction > 0:
+        n_test = min(max(n_test, 1), n - 1)
+    else:
+        n_test = 0
+    ranked = sorted(ids, key=lambda item_id: hashlib.sha256(f"{seed}\0{item_id}".encode()).digest())
+    return {item_id: ("test" if rank < n_test else "train") for rank, item_id in enumerate(ranked)}
+
+
+def square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Scale so the shorter side is ``size`` (area filter to shrink, cubic to enlarge), then crop
+    the centre ``size`` x ``size``: no distortion and no padding borders for the GAN to learn."""
+    height, width = rgb.shape[:2]
+    scale = size / min(height, width)
+    if scale != 1:
+        new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
+        rgb = cv2.resize(rgb, new_size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        height, width = rgb.shape[:2]
+    top, left = (height - size) // 2, (width - size) // 2
+    return np.ascontiguousarray(rgb[top : top + size, left : left + size])
+
+
+def _process(row: dict, raw_dir: Path, out_dir: Path, params: ResizeParams) -> dict:
+    """Decode, square and write one image; a failure becomes a rejected row, never an exception."""
+    try:
+        rgb = decode_image((raw_dir / row["path"]).read_bytes(), params.max_pixels)
+    except OSError as exc:
+        return {**row, "status": "rejected", "reason": f"unreadable ({type(exc).__name__})", "split": "", "path": ""}
+    except ImageRejected as exc:
+        return {**row, "status": "rejected", "reason": exc.reason, "split": "", "path": ""}
+    relative = f"{row['domain']}/{row['split']}/{row['item_id']}.png"
+    write_png(out_dir / relative, square(rgb, params.size))
+    return {**row, "width": rgb.shape[1], "height": rgb.shape[0], "status": "ok", "reason": "", "path": relative}
+
+
+def _read_crawl_manifest(raw_dir: Path) -> pd.DataFrame:
+    path = raw_dir / "manifest.csv"
+    if not path.is_file():
+        raise UsageError(f"crawl manifest not found: {path} (run the crawl stage first)")
+    manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [column for column in _NEEDED if column not in manifest.columns]
+    if missing:
+        raise RuntimeFailure(f"{path} lacks columns {', '.join(missing)}; rerun the crawl stage")
+    return manifest
+
+
+def _missing_domains(rows: list[dict]) -> list[str]:
+    present = {row["domain"] for row in rows if row["status"] == "ok"}
+    return [domain for domain in DOMAINS if domain not in present]
+
+
+def _fail_if_missing(rows: list[dict], where: str) -> None:
+    missing = _missing_domains(rows)
+    if missing:
+        kinds = " and ".join(f"no usable {domain}s" for domain in missing)
+        raise RuntimeFailure(f"resize: {kinds} {where}; check sources.yaml and the reasons in the crawl manifest")
+
+
+def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
+    """Run the resize stage and return its manifest (also written to ``out_dir/manifest.csv``).
+
+    Only ``ok`` rows of the crawl manifest are used; the photo split is decided from them before
+    decoding, so it depends only on the seed and the crawled ids. Raises RuntimeFailure when
+    either domain ends up with no usable image, since training needs both.
+    """
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    crawled = _read_crawl_manifest(raw_dir)
+    usable = crawled[(crawled.status == "ok") & crawled.domain.isin(DOMAINS)]
+    rows = [
+        {column: row[column] for column in ("item_id", "domain", "sha256", "source", "origin", "path")}
+        | {"width": None, "height": None, "status": "ok", "reason": ""}
+        for row in usable.to_dict("records")
+    ]
+    _fail_if_missing(rows, f"in {raw_dir / 'manifest.csv'}")
+    photo_ids = [row["item_id"] for row in rows if row["domain"] == "photo"]
+    splits = split_photos(photo_ids, params.test_fraction, params.seed)
+    for row in rows:
+        row["split"] = splits[row["item_id"]] if row["domain"] == "photo" else "train"
+
+    for domain in DOMAINS:
+        shutil.rmtree(out_dir / domain, ignore_errors=True)
+    (out_dir / "manifest.csv").unlink(missing_ok=True)
+
+    done: list[dict] = []
+    counts: Counter[str] = Counter()
+    with progress() as bar, ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        task = bar.add_task("resize", total=len(rows), status="")
+        futures = [pool.submit(_process, row, raw_dir, out_dir, params) for row in rows]
+        for future in as_completed(futures):
+            result = future.result()
+            done.append(result)
+            counts[result["status"]] += 1
+            bar.update(task, advance=1, status=f"{counts['ok']} ok, {counts['rejected']} rejected")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = pd.DataFrame(done, columns=MANIFEST_COLUMNS).astype({"width": "Int64", "height": "Int64"})
+    manifest = manifest.sort_values(["domain", "split", "item_id"], kind="stable", ignore_index=True)
+    manifest.to_csv(out_dir / "manifest.csv", index=False, lineterminator="\n")
+    console.print(summary(manifest, params.size), markup=False, highlight=False)
+    _fail_if_missing(done, "after decoding")
+    return manifest
+
+
+def summary(manifest: pd.DataFrame, size: int) -> str:
+    """One line for the log: ``resize: 40 photos (32 train, 8 test), 12 cartoons at 64x64, 0 rejected``."""
+    ok = manifest[manifest.status == "ok"]
+    photos = ok[ok.domain == "photo"]
+    n_test = int((photos.split == "test").sum())
+    return (
+        f"resize: {len(photos)} photos ({len(photos) - n_test} train, {n_test} test), "
+        f"{int((ok.domain == 'cartoon').sum())} cartoons at {size}x{size}, "
+        f"{int((manifest.status == 'rejected').sum())} rejected"
+    )

@@ -1,0 +1,152 @@
+"""The resize stage: square crops of the right size and a split that is stable and seeded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from cartoon.data.crawl import crawl
+from cartoon.data.imageio import read_rgb
+from cartoon.data.resize import MANIFEST_COLUMNS, resize, split_photos
+from cartoon.errors import RuntimeFailure, UsageError
+from cartoon.params import CrawlParams, ResizeParams
+
+
+def save_noise(path: Path, width: int, height: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+
+
+def crawled(tmp_path: Path, photos: int, cartoons: int) -> Path:
+    """A raw dir made by the real crawl stage from generated local folders."""
+    for i in range(photos):
+        save_noise(tmp_path / "in" / "photo" / f"p{i:02d}.png", 40 + i, 30, seed=i)
+    for i in range(cartoons):
+        save_noise(tmp_path / "in" / "cartoon" / f"c{i:02d}.png", 30, 50, seed=1000 + i)
+    sources = [{"kind": "local", "domain": d, "path": f"in/{d}"} for d in ("photo", "cartoon")]
+    (tmp_path / "in" / "photo").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "in" / "cartoon").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": sources}))
+    crawl(tmp_path / "sources.yaml", tmp_path / "raw", CrawlParams())
+    return tmp_path / "raw"
+
+
+def test_outputs_are_square_and_manifest_is_complete(tmp_path, capsys):
+    raw = crawled(tmp_path, photos=5, cartoons=3)
+    out = tmp_path / "data"
+    manifest = resize(raw, out, ResizeParams(size=32, test_fraction=0.2, seed=0))
+
+    assert list(manifest.columns) == MANIFEST_COLUMNS
+    assert (manifest.status == "ok").all() and len(manifest) == 8
+    assert manifest.split.tolist().count("test") == 1 and set(manifest[manifest.domain == "cartoon"].split) == {"train"}
+    for row in manifest.to_dict("records"):
+        assert row["path"] == f"{row['domain']}/{row['split']}/{row['item_id']}.png"
+        assert read_rgb(out / row["path"]).shape == (32, 32, 3)
+    photo = manifest[manifest.domain == "photo"].sort_values("width")
+    assert photo.width.tolist() == [40, 41, 42, 43, 44] and set(photo.height) == {30}  # original sizes
+    on_disk = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert on_disk == sorted(manifest.path)
+    assert manifest.equals(manifest.sort_values(["domain", "split", "item_id"], ignore_index=True))
+    assert "resize: 5 photos (4 train, 1 test), 3 cartoons at 32x32, 0 rejected" in capsys.readouterr().err
+
+
+def test_centre_crop_after_scaling_the_shorter_side(tmp_path):
+    raw = crawled(tmp_path, photos=2, cartoons=1)
+    stripes = np.zeros((100, 300, 3), dtype=np.uint8)
+    stripes[:, :100] = (255, 0, 0)
+    stripes[:, 100:200] = (0, 255, 0)
+    stripes[:, 200:] = (0, 0, 255)
+    tiny = np.full((10, 20, 3), 77, dtype=np.uint8)  # enlarged, not padded
+    crawl_manifest = pd.read_csv(raw / "manifest.csv", dtype=str)
+    stripes_id, tiny_id = crawl_manifest[crawl_manifest.domain == "photo"].item_id
+    Image.fromarray(stripes).save(raw / "images" / "photo" / f"{stripes_id}.png")
+    Image.fromarray(tiny).save(raw / "images" / "photo" / f"{tiny_id}.png")
+    manifest = resize(raw, tmp_path / "data", ResizeParams(size=30, test_fraction=0.0)).set_index("item_id")
+    first = read_rgb(tmp_path / "data" / manifest.loc[stripes_id, "path"])
+    second = read_rgb(tmp_path / "data" / manifest.loc[tiny_id, "path"])
+    assert np.all(first == (0, 255, 0))  # only the middle (green) third survives the crop
+    assert np.all(second == 77)
+
+
+def test_split_is_seeded_and_sized():
+    ids = [f"{i:016x}" for i in range(20)]
+    first = split_photos(ids, 0.2, seed=1)
+    assert first == split_photos(list(reversed(ids)), 0.2, seed=1)  # order of the input is irrelevant
+    assert list(first.values()).count("test") == 4
+    assert first != split_photos(ids, 0.2, seed=2)
+    assert list(split_photos(ids, 0.0, seed=1).values()).count("test") == 0
+    assert list(split_photos(ids[:2], 0.01, seed=1).values()).count("test") == 1  # at least one
+    assert list(split_photos(ids[:2], 0.9, seed=1).values()).count("test") == 1  # training keeps one
+    assert split_photos(ids[:1], 0.5, seed=1) == {ids[0]: "train"}
+    assert list(split_photos(ids[:10], 0.25, seed=1).values()).count("test") == 3  # 2.5 rounds up
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_adding_a_photo_moves_at_most_the_one_it_displaces(seed):
+    ids = [f"{i:016x}" for i in range(20)]
+    for new in (f"{n:016x}" for n in range(100, 110)):
+        before = split_photos(ids, 0.2, seed)
+        after = split_photos([*ids, new], 0.2, seed)
+        moved = [i for i in ids if before[i] != after[i]]
+        assert all(before[i] == "test" for i in moved)  # nobody is pulled from train into test
+        assert len(moved) <= 1 and (not moved or after[new] == "test")
+
+
+def test_resize_split_is_deterministic_and_seed_dependent(tmp_path):
+    raw = crawled(tmp_path, photos=20, cartoons=2)
+    one = resize(raw, tmp_path / "a", ResizeParams(size=16, seed=3))
+    again = resize(raw, tmp_path / "b", ResizeParams(size=16, seed=3))
+    other = resize(raw, tmp_path / "c", ResizeParams(size=16, seed=4))
+    assert one.equals(again)
+    assert (tmp_path / "a" / "manifest.csv").read_text() == (tmp_path / "b" / "manifest.csv").read_text()
+    assert (one.split == "test").sum() == 4
+    assert set(one[one.split == "test"].item_id) != set(other[other.split == "test"].item_id)
+
+
+def test_stale_outputs_are_removed(tmp_path):
+    raw = crawled(tmp_path, photos=3, cartoons=1)
+    out = tmp_path / "data"
+    stale = out / "photo" / "test" / "gone.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    resize(raw, out, ResizeParams(size=16))
+    assert not stale.exists()
+    assert len(list(out.rglob("*.png"))) == 4
+
+
+def test_damaged_stored_file_is_rejected_not_fatal(tmp_path):
+    raw = crawled(tmp_path, photos=3, cartoons=1)
+    stored = sorted((raw / "images" / "photo").iterdir())
+    stored[0].write_bytes(stored[0].read_bytes()[:100])
+    stored[1].unlink()
+    manifest = resize(raw, tmp_path / "data", ResizeParams(size=16))
+    rejected = manifest[manifest.status == "rejected"].set_index("item_id")
+    assert rejected.loc[stored[0].stem, "reason"] == "corrupt or truncated"
+    assert rejected.loc[stored[1].stem, "reason"] == "unreadable (FileNotFoundError)"
+    assert (rejected.path == "").all() and (manifest.status == "ok").sum() == 2
+
+
+def test_missing_domain_is_a_runtime_failure(tmp_path):
+    raw = crawled(tmp_path, photos=3, cartoons=0)
+    with pytest.raises(RuntimeFailure, match="no usable cartoons"):
+        resize(raw, tmp_path / "data", ResizeParams(size=16))
+
+
+def test_all_photos_unusable_after_decoding_is_a_runtime_failure(tmp_path):
+    raw = crawled(tmp_path, photos=2, cartoons=1)
+    for path in (raw / "images" / "photo").iterdir():
+        path.write_bytes(b"garbage")
+    with pytest.raises(RuntimeFailure, match="no usable photos"):
+        resize(raw, tmp_path / "data", ResizeParams(size=16))
+    assert "rejected" in (tmp_path / "data" / "manifest.csv").read_text()  # kept for diagnosis
+
+
+def test_missing_crawl_output_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="crawl manifest not found"):
+        resize(tmp_path / "nothing", tmp_path / "data", ResizeParams())
