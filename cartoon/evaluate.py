@@ -20,7 +20,7 @@ from cartoon.artifacts import load_generator, write_json
 from cartoon.data.imageio import ImageRejected, decode_image, list_images, write_png
 from cartoon.errors import RuntimeFailure, UsageError
 from cartoon.inference import cartoonize, limit_side, to_tensor
-from cartoon.metrics import STYLE_KEYS, colour_count, edge_density, edge_ssim, flatness
+from cartoon.metrics import STYLE_KEYS, edge_ssim, style_of
 from cartoon.params import Params
 from cartoon.progress import track
 from cartoon.vgg import load_vgg
@@ -95,8 +95,8 @@ def evaluate(
         with torch.no_grad():
             distance = (features(to_tensor(output)) - features(to_tensor(photo))).abs().mean().item()
         content_rows.append({"perceptual_distance": distance, "edge_ssim": edge_ssim(photo, output)})
-        style_rows.append(_style(output))
-        input_rows.append(_style(photo))
+        style_rows.append(style_of(output))
+        input_rows.append(style_of(photo))
         if len(pairs) < params.evaluate.grid_images:
             pairs.append((photo, output))
     if not content_rows:
@@ -122,10 +122,6 @@ def evaluate(
     if log_to_run:
         _log(log_to_run, metrics, out_dir)
     return metrics
-
-
-def _style(image: np.ndarray) -> dict[str, float]:
-    return {"edge_density": edge_density(image), "colour_count": colour_count(image), "flatness": flatness(image)}
 
 
 def _log(run_id: str, metrics: dict[str, Any], out_dir: Path) -> None:

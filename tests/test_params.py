@@ -48,3 +48,11 @@ def test_bad_params_name_the_key(tmp_path, text, named):
 def test_missing_file(tmp_path):
     with pytest.raises(UsageError, match="not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_paper_profile_is_valid_and_at_paper_settings():
+    params = load_params(Path(__file__).parents[1] / "pipeline/profiles/paper-gpu.yaml")
+    method = params.method_params()
+    assert (method.generator.width, method.generator.n_blocks) == (64, 8)
+    assert method.train.content_weight == 10.0 and params.train.epochs == 100 and params.pretrain.epochs == 10
+    assert params.vgg.allow_random is False and params.resize.size == 256

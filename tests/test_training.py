@@ -1,0 +1,136 @@
+"""The shared training loop: outputs, MLflow records, resume after a kill, NaN handling."""
+
+import json
+
+import mlflow
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cartoon.errors import RuntimeFailure
+from cartoon.methods.cartoongan import CartoonGAN
+from cartoon.params import load_params
+from cartoon.training import PhaseOutputs, run_phase
+from tests.conftest import write_params
+
+pytestmark = pytest.mark.filterwarnings("ignore::cartoon.vgg.RandomWeightsWarning")
+
+
+def _data(root):
+    return {"photo": root / "photo", "cartoon": root / "cartoon", "smooth": root / "smooth"}
+
+
+def _outputs(root, phase, tag=""):
+    return PhaseOutputs(root / f"models{tag}" / phase, root / f"reports{tag}" / phase, root / f"ckpt{tag}" / f"{phase}.pt")
+
+
+def _pretrain(root, params):
+    run_phase("pretrain", params, _data(root), _outputs(root, "pretrain"))
+    return root / "models" / "pretrain"
+
+
+def test_pretrain_then_train_writes_outputs_and_tracks(project):
+    params = load_params("params.yaml")
+    init = _pretrain(project, params)
+    metrics = run_phase("train", params, _data(project), _outputs(project, "train"), init)
+
+    assert metrics["steps"] == 4  # 8 photos / batch 4 * 2 epochs
+    assert set(metrics["final_loss"]) >= {"g_adv", "content", "d_real", "d_fake", "d_edge"}
+    assert metrics["vgg_source"] == "random:0"
+    config = json.loads((project / "models/train/generator.json").read_text())
+    assert config["method"] == "cartoongan" and set(config["cartoon_reference"]) >= {"edge_density", "flatness"}
+    assert not (project / "ckpt/train.pt").exists()  # removed once the phase completed
+
+    record = json.loads((project / "reports/train/mlflow_run.json").read_text())
+    assert record["registered_model"] == "cartoon-cartoongan" and record["version"] >= 1
+    run = mlflow.get_run(record["run_id"])
+    assert run.data.tags["phase"] == "train" and run.data.tags["vgg.source"] == "random:0"
+    assert run.data.params["cartoongan.train.content_weight"] == "10.0"
+    history = mlflow.MlflowClient().get_metric_history(record["run_id"], "loss/g_total")
+    assert [m.step for m in history] == [1, 2, 3, 4]
+    csv_lines = (project / "reports/train/losses.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("step,") and len(csv_lines) == 5
+
+    loaded = mlflow.pyfunc.load_model(record["registered_uri"])
+    import numpy as np
+
+    out = loaded.predict(np.zeros((1, 20, 28, 3), np.uint8))  # any size, not a multiple of 4
+    assert out.shape == (1, 20, 28, 3) and out.dtype == np.uint8
+
+
+class Killed(Exception):
+    pass
+
+
+def test_interrupted_training_resumes_to_the_same_result(project, monkeypatch):
+    params = load_params("params.yaml")
+    init = _pretrain(project, params)
+    reference = run_phase("train", params, _data(project), _outputs(project, "train", "-ref"), init)
+
+    real_step = CartoonGAN.step
+    calls = {"n": 0}
+
+    def dying_step(self, phase, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Killed()
+        return real_step(self, phase, batch)
+
+    monkeypatch.setattr(CartoonGAN, "step", dying_step)
+    with pytest.raises(Killed):
+        run_phase("train", params, _data(project), _outputs(project, "train"), init)
+    saved = torch.load(project / "ckpt/train.pt", weights_only=True)
+    assert saved["global_step"] == 2
+    monkeypatch.setattr(CartoonGAN, "step", real_step)
+
+    resumed = run_phase("train", params, _data(project), _outputs(project, "train"), init)
+    assert resumed["steps"] == reference["steps"]
+    a = load_file(project / "models-ref/train/generator.safetensors")
+    b = load_file(project / "models/train/generator.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((project / "reports/train/mlflow_run.json").read_text())["run_id"] == saved["run_id"]
+
+
+def test_changed_params_do_not_resume_a_stale_checkpoint(project, monkeypatch):
+    params = load_params("params.yaml")
+    real_step = CartoonGAN.step
+    calls = {"n": 0}
+
+    def dying_step(self, phase, batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Killed()
+        return real_step(self, phase, batch)
+
+    monkeypatch.setattr(CartoonGAN, "step", dying_step)
+    with pytest.raises(Killed):
+        run_phase("pretrain", params, _data(project), _outputs(project, "pretrain"))
+    monkeypatch.setattr(CartoonGAN, "step", real_step)
+    old_run = torch.load(project / "ckpt/pretrain.pt", weights_only=True)["run_id"]
+
+    write_params(project / "params.yaml", cartoongan={"generator": {"width": 4, "n_blocks": 1, "upsample": "resize"},
+                                                      "pretrain": {"lr": 1e-3}})
+    run_phase("pretrain", load_params("params.yaml"), _data(project), _outputs(project, "pretrain"))
+    record = json.loads((project / "reports/pretrain/mlflow_run.json").read_text())
+    assert record["run_id"] != old_run  # a fresh run, not a continuation of the other params' run
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(project, monkeypatch):
+    params = load_params("params.yaml")
+    real_step = CartoonGAN.step
+    calls = {"n": 0}
+
+    def poisoned_step(self, phase, batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            batch = {k: torch.full_like(v, float("nan")) for k, v in batch.items()}
+        return real_step(self, phase, batch)
+
+    monkeypatch.setattr(CartoonGAN, "step", poisoned_step)
+    with pytest.raises(RuntimeFailure, match="step 2.*last good checkpoint"):
+        run_phase("pretrain", params, _data(project), _outputs(project, "pretrain"))
+    saved = torch.load(project / "ckpt/pretrain.pt", weights_only=True)
+    assert saved["global_step"] == 1
+    weights = saved["method"]["net.generator"]
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    assert not (project / "models/pretrain").exists()
