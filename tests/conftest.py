@@ -42,9 +42,18 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store: str) 
     return tmp_path
 
 
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _merge(merged.get(key, {}), value) if isinstance(value, dict) else value
+    return merged
+
+
 def write_params(path: Path, **overrides: dict) -> Path:
-    params = {key: dict(value) for key, value in TINY_PARAMS.items()}
-    for section, values in overrides.items():
-        params.setdefault(section, {}).update(values)
+    """The repository's params.yaml with the tiny test settings (and ``overrides``) merged in."""
+    params = _merge(_merge(yaml.safe_load(REPO_PARAMS.read_text()), TINY_PARAMS), overrides)
     path.write_text(yaml.safe_dump(params))
     return path
