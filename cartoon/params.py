@@ -147,15 +147,20 @@ def _validate(model: type[BaseModel], raw: Any, prefix: str = "") -> Any:
         raise UsageError(f"invalid params: {_describe(exc.errors(), prefix)}") from None
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """Parse a YAML file the user wrote; a missing file or a syntax error is a UsageError."""
+    if not path.is_file():
+        raise UsageError(f"{what} file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path} is not valid YAML: {exc}") from None
+
+
 def load_params(path: Path | str = "params.yaml") -> Params:
     """Read and validate a params file; every problem is a UsageError naming the key."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"params file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path} is not valid YAML: {exc}") from None
+    raw = read_yaml(path, "params")
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: expected a mapping of sections at the top level")
     params = _validate(Params, raw)

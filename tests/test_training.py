@@ -62,26 +62,35 @@ class Killed(Exception):
     pass
 
 
+def _patch_step(monkeypatch, at_call: int, action) -> None:
+    """Make CartoonGAN.step call ``action(batch)`` on its ``at_call``-th call (kill, poison, ...)."""
+    real_step = CartoonGAN.step
+    calls = {"n": 0}
+
+    def patched(self, phase, batch):
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            batch = action(batch)
+        return real_step(self, phase, batch)
+
+    monkeypatch.setattr(CartoonGAN, "step", patched)
+
+
+def _kill(batch):
+    raise Killed()
+
+
 def test_interrupted_training_resumes_to_the_same_result(project, monkeypatch):
     params = load_params("params.yaml")
     init = _pretrain(project, params)
     reference = run_phase("train", params, _data(project), _outputs(project, "train", "-ref"), init)
 
-    real_step = CartoonGAN.step
-    calls = {"n": 0}
-
-    def dying_step(self, phase, batch):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise Killed()
-        return real_step(self, phase, batch)
-
-    monkeypatch.setattr(CartoonGAN, "step", dying_step)
-    with pytest.raises(Killed):
-        run_phase("train", params, _data(project), _outputs(project, "train"), init)
+    with monkeypatch.context() as patch:
+        _patch_step(patch, 3, _kill)
+        with pytest.raises(Killed):
+            run_phase("train", params, _data(project), _outputs(project, "train"), init)
     saved = torch.load(project / "ckpt/train.pt", weights_only=True)
     assert saved["global_step"] == 2
-    monkeypatch.setattr(CartoonGAN, "step", real_step)
 
     resumed = run_phase("train", params, _data(project), _outputs(project, "train"), init)
     assert resumed["steps"] == reference["steps"]
@@ -93,19 +102,10 @@ def test_interrupted_training_resumes_to_the_same_result(project, monkeypatch):
 
 def test_changed_params_do_not_resume_a_stale_checkpoint(project, monkeypatch):
     params = load_params("params.yaml")
-    real_step = CartoonGAN.step
-    calls = {"n": 0}
-
-    def dying_step(self, phase, batch):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise Killed()
-        return real_step(self, phase, batch)
-
-    monkeypatch.setattr(CartoonGAN, "step", dying_step)
-    with pytest.raises(Killed):
-        run_phase("pretrain", params, _data(project), _outputs(project, "pretrain"))
-    monkeypatch.setattr(CartoonGAN, "step", real_step)
+    with monkeypatch.context() as patch:
+        _patch_step(patch, 2, _kill)
+        with pytest.raises(Killed):
+            run_phase("pretrain", params, _data(project), _outputs(project, "pretrain"))
     old_run = torch.load(project / "ckpt/pretrain.pt", weights_only=True)["run_id"]
 
     write_params(project / "params.yaml", cartoongan={"generator": {"width": 4, "n_blocks": 1, "upsample": "resize"},
@@ -117,16 +117,7 @@ def test_changed_params_do_not_resume_a_stale_checkpoint(project, monkeypatch):
 
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(project, monkeypatch):
     params = load_params("params.yaml")
-    real_step = CartoonGAN.step
-    calls = {"n": 0}
-
-    def poisoned_step(self, phase, batch):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            batch = {k: torch.full_like(v, float("nan")) for k, v in batch.items()}
-        return real_step(self, phase, batch)
-
-    monkeypatch.setattr(CartoonGAN, "step", poisoned_step)
+    _patch_step(monkeypatch, 2, lambda batch: {k: torch.full_like(v, float("nan")) for k, v in batch.items()})
     with pytest.raises(RuntimeFailure, match="step 2.*last good checkpoint"):
         run_phase("pretrain", params, _data(project), _outputs(project, "pretrain"))
     saved = torch.load(project / "ckpt/pretrain.pt", weights_only=True)

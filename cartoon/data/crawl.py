@@ -27,12 +27,11 @@ from urllib.parse import urljoin, urlsplit
 import cv2
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cartoon.data.imageio import FORMAT_SUFFIXES, ImageRejected, decode_image_with_format, sha256_bytes
 from cartoon.errors import UsageError
-from cartoon.params import CrawlParams
+from cartoon.params import CrawlParams, read_yaml
 from cartoon.progress import console, progress
 
 MANIFEST_COLUMNS = [
@@ -137,12 +136,7 @@ def _check_url(url: str) -> None:
 
 def load_sources(sources_file: Path) -> list[tuple[str, AnySource]]:
     """Validated (name, source) pairs; any problem is a UsageError naming the source and key."""
-    if not sources_file.is_file():
-        raise UsageError(f"sources file not found: {sources_file}")
-    try:
-        raw = yaml.safe_load(sources_file.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{sources_file} is not valid YAML: {exc}") from None
+    raw = read_yaml(sources_file, "sources")
     try:
         parsed = SourcesFile.model_validate(raw)
     except ValidationError as exc:
