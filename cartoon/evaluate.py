@@ -105,6 +105,7 @@ def evaluate(
 
     style = _mean(style_rows)
     metrics: dict[str, Any] = {
+        "vgg_source": features.source,
         "images": len(content_rows),
         "skipped": len(skipped),
         "content": _mean(content_rows),
@@ -115,8 +116,7 @@ def evaluate(
     if reference:
         metrics["cartoon_reference"] = reference
         metrics["style_gap"] = {key: abs(style[key] - reference[key]) for key in STYLE_KEYS}
-    info = {"model": model, "method": config["method"], "vgg_source": features.source,
-            "skipped_files": skipped}
+    info = {"model": model, "method": config["method"], "skipped_files": skipped}
     write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / "evaluation.json", info)
     if log_to_run:

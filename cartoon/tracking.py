@@ -8,7 +8,6 @@ root so every experiment lands in the same database. ``MLFLOW_TRACKING_URI`` ove
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import subprocess
@@ -65,20 +64,11 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def files_digest(paths: list[Path]) -> str:
-    """sha256 over the given files (e.g. data manifests), so a run names the exact data it saw."""
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def run_tags(phase: str, method: str, data_digest: str, vgg_source: str) -> dict[str, str]:
     tags = {
         "phase": phase,
         "method": method,
-        "data.manifest_sha256": data_digest,
+        "data.sha256": data_digest,
         "vgg.source": vgg_source,
     }
     commit = git_commit()

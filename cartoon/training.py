@@ -86,8 +86,18 @@ def pick_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def _fingerprint(phase: str, params: Params, loop: LoopParams, sets: dict[str, ImageSet], init_digest: str, vgg: str) -> str:
+def data_digest(sets: dict[str, ImageSet]) -> str:
+    """sha256 over the exact pixels and names of every image set a phase trains on."""
     digest = hashlib.sha256()
+    for name in sorted(sets):
+        digest.update(name.encode())
+        digest.update("\n".join(sets[name].names).encode())
+        digest.update(sets[name].images.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _fingerprint(phase: str, params: Params, loop: LoopParams, data: str, init_digest: str, vgg: str) -> str:
+    """Identifies what a checkpoint was computed from; a checkpoint is resumed only if it matches."""
     config = {
         "phase": phase,
         "method": params.model.name,
@@ -95,12 +105,9 @@ def _fingerprint(phase: str, params: Params, loop: LoopParams, sets: dict[str, I
         "loop": {k: getattr(loop, k) for k in _RESULT_KEYS},
         "vgg": vgg,
         "init": init_digest,
+        "data": data,
     }
-    digest.update(json.dumps(config, sort_keys=True).encode())
-    for name in sorted(sets):
-        digest.update(name.encode())
-        digest.update(sets[name].images.numpy().tobytes())
-    return digest.hexdigest()
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
 def _epoch_order(n: int, seed: int, epoch: int, salt: int) -> torch.Tensor:
@@ -178,7 +185,8 @@ def run_phase(
         steps_per_epoch = min(steps_per_epoch, loop.max_steps_per_epoch)
     total_steps = steps_per_epoch * loop.epochs
     method.setup(phase, loop.epochs, steps_per_epoch)
-    fingerprint = _fingerprint(phase, params, loop, sets, init_digest, features.source)
+    data_sha = data_digest(sets)
+    fingerprint = _fingerprint(phase, params, loop, data_sha, init_digest, features.source)
 
     state = {"global_step": 0, "history": [], "run_id": None, "seconds": 0.0}
     if outputs.checkpoint.is_file():
@@ -197,8 +205,7 @@ def run_phase(
         resumed = state["global_step"] > 0
         if not resumed:
             tracking.log_params(params.flat())
-            mlflow.set_tags(tracking.run_tags(phase, method_cls.name, fingerprint[:16], features.source))
-            mlflow.set_tags({"data.sha256": fingerprint})
+            mlflow.set_tags(tracking.run_tags(phase, method_cls.name, data_sha, features.source))
 
         def save_checkpoint() -> None:
             save_training_state(

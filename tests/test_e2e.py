@@ -93,6 +93,9 @@ def test_experiment_with_changed_loss_weight(repo):
     runs = mlflow.search_runs(experiment_names=["tests"], filter_string="tags.phase = 'train'")
     assert len(runs) >= 2
     assert set(runs["params.cartoongan.train.content_weight"]) >= {"10.0", "5.0"}
+    experiment_runs = runs[runs["params.cartoongan.train.content_weight"] == "5.0"]
+    assert experiment_runs["tags.dvc.exp_name"].notna().all()  # the DVC experiment's name is on its run
+    assert (runs["tags.data.sha256"].nunique()) == 1  # both saw exactly the same training images
 
 
 def test_evaluate_by_hand_on_new_photos(repo, tmp_path):

@@ -45,6 +45,7 @@ def test_pretrain_then_train_writes_outputs_and_tracks(project):
     assert record["registered_model"] == "cartoon-cartoongan" and record["version"] >= 1
     run = mlflow.get_run(record["run_id"])
     assert run.data.tags["phase"] == "train" and run.data.tags["vgg.source"] == "random:0"
+    assert len(run.data.tags["data.sha256"]) == 64
     assert run.data.params["cartoongan.train.content_weight"] == "10.0"
     history = mlflow.MlflowClient().get_metric_history(record["run_id"], "loss/g_total")
     assert [m.step for m in history] == [1, 2, 3, 4]
