@@ -98,18 +98,35 @@ def smooth(
     console.print(f"smooth: {count} images written to {out}")
 
 
-def _phase(phase: str, params_path: Path, photos: Path, cartoons: Path, smoothed: Path, model_dir: Path,
+@app.command()
+@handle_errors
+def gray(
+    cartoons: Annotated[Path, typer.Option(help="folder of resized cartoon images")] = Path("data/resized/cartoon/train"),
+    smoothed: Annotated[Path, typer.Option(help="folder of edge-smoothed cartoons")] = Path("data/smoothed"),
+    out: Annotated[Path, typer.Option(help="output folder: cartoon/ and smooth/ grayscale copies (3 channels)")] = Path("data/gray"),
+) -> None:
+    """Make grayscale (3-channel) copies of the cartoon and edge-smoothed sets (AnimeGAN's gray sets)."""
+    from cartoon.data.imageio import gray3, map_folder
+
+    for source, name in ((cartoons, "cartoon"), (smoothed, "smooth")):
+        count = map_folder(source, out / name, gray3, f"gray {name}")
+        console.print(f"gray: {count} images written to {out / name}")
+
+
+def _phase(phase: str, params_path: Path, sets: dict[str, Path], model_dir: Path,
            reports: Path, checkpoint: Path, init: Path | None) -> None:
+    """Run a training phase; ``sets`` maps every image-set name to its folder (methods pick theirs)."""
     from cartoon.training import PhaseOutputs, run_phase
 
-    data = {"photo": photos, "cartoon": cartoons, "smooth": smoothed}
-    metrics = run_phase(phase, _load(params_path), data, PhaseOutputs(model_dir, reports, checkpoint), init)  # type: ignore[arg-type]
+    metrics = run_phase(phase, _load(params_path), sets, PhaseOutputs(model_dir, reports, checkpoint), init)  # type: ignore[arg-type]
     console.print(f"{phase}: {metrics['steps']} steps in {metrics['seconds']} s; final losses {metrics['final_loss']}")
 
 
 PhotosOption = Annotated[Path, typer.Option(help="training photos")]
 CartoonsOption = Annotated[Path, typer.Option(help="cartoon images")]
 SmoothedOption = Annotated[Path, typer.Option(help="edge-smoothed cartoon images")]
+CartoonsGrayOption = Annotated[Path, typer.Option(help="grayscale cartoon images (methods that use them)")]
+SmoothedGrayOption = Annotated[Path, typer.Option(help="grayscale edge-smoothed cartoons (methods that use them)")]
 
 
 @app.command()
@@ -118,13 +135,16 @@ def pretrain(
     photos: PhotosOption = Path("data/resized/photo/train"),
     cartoons: CartoonsOption = Path("data/resized/cartoon/train"),
     smoothed: SmoothedOption = Path("data/smoothed"),
+    cartoons_gray: CartoonsGrayOption = Path("data/gray/cartoon"),
+    smoothed_gray: SmoothedGrayOption = Path("data/gray/smooth"),
     out: Annotated[Path, typer.Option(help="folder for generator.safetensors + generator.json")] = Path("models/pretrain"),
     reports: Annotated[Path, typer.Option(help="folder for metrics.json, losses.csv, mlflow_run.json")] = Path("reports/pretrain"),
     checkpoint: Annotated[Path, typer.Option(help="resumable state; resumed if inputs and params are unchanged")] = Path("checkpoints/pretrain.pt"),
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Initialisation phase: train the generator on the content loss alone (resumes after a kill)."""
-    _phase("pretrain", params, photos, cartoons, smoothed, out, reports, checkpoint, None)
+    sets = {"photo": photos, "cartoon": cartoons, "smooth": smoothed, "cartoon_gray": cartoons_gray, "smooth_gray": smoothed_gray}
+    _phase("pretrain", params, sets, out, reports, checkpoint, None)
 
 
 @app.command()
@@ -133,6 +153,8 @@ def train(
     photos: PhotosOption = Path("data/resized/photo/train"),
     cartoons: CartoonsOption = Path("data/resized/cartoon/train"),
     smoothed: SmoothedOption = Path("data/smoothed"),
+    cartoons_gray: CartoonsGrayOption = Path("data/gray/cartoon"),
+    smoothed_gray: SmoothedGrayOption = Path("data/gray/smooth"),
     init: Annotated[Path, typer.Option(help="pretrained generator folder")] = Path("models/pretrain"),
     out: Annotated[Path, typer.Option(help="folder for generator.safetensors + generator.json")] = Path("models/train"),
     reports: Annotated[Path, typer.Option(help="folder for metrics.json, losses.csv, mlflow_run.json")] = Path("reports/train"),
@@ -140,7 +162,8 @@ def train(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Adversarial training of the selected method; logs to MLflow and registers the generator."""
-    _phase("train", params, photos, cartoons, smoothed, out, reports, checkpoint, init)
+    sets = {"photo": photos, "cartoon": cartoons, "smooth": smoothed, "cartoon_gray": cartoons_gray, "smooth_gray": smoothed_gray}
+    _phase("train", params, sets, out, reports, checkpoint, init)
 
 
 @app.command()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ def project_root(start: Path | None = None) -> Path:
 def configure() -> str:
     """Point MLflow at the project's database unless the user chose another; return the URI."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stage logs readable
     root = project_root()
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -95,7 +97,19 @@ def log_generator(folder: Path, register_as: str | None) -> dict[str, Any]:
     cartoonized arrays; ``cartoon evaluate --model models:/NAME/VERSION`` reads the same files.
     """
     image = TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))
-    info = mlflow.pyfunc.log_model(
+    with warnings.catch_warnings():
+        # The signature is explicit, and an input example would make MLflow run the model while logging.
+        warnings.filterwarnings("ignore", message=".*(type hints|input example).*")
+        info = _log_pyfunc(folder, image, register_as)
+    result: dict[str, Any] = {"model_uri": info.model_uri}
+    if register_as:
+        result.update(registered_model=register_as, version=int(info.registered_model_version))
+        result["registered_uri"] = f"models:/{register_as}/{result['version']}"
+    return result
+
+
+def _log_pyfunc(folder: Path, image: TensorSpec, register_as: str | None) -> Any:
+    return mlflow.pyfunc.log_model(
         name="generator",
         python_model=str(MODEL_CODE),
         artifacts={"weights": str(folder / GENERATOR_FILE), "config": str(folder / CONFIG_FILE)},
@@ -104,11 +118,6 @@ def log_generator(folder: Path, register_as: str | None) -> dict[str, Any]:
         pip_requirements=["torch", "numpy", "safetensors", "opencv-python-headless", "pydantic", "pyyaml"],
         registered_model_name=register_as,
     )
-    result: dict[str, Any] = {"model_uri": info.model_uri}
-    if register_as:
-        result.update(registered_model=register_as, version=int(info.registered_model_version))
-        result["registered_uri"] = f"models:/{register_as}/{result['version']}"
-    return result
 
 
 def registered_name(method: str) -> str:

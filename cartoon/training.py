@@ -166,8 +166,10 @@ def run_phase(
     torch.manual_seed(loop.seed)
 
     sets = {name: load_image_set(data[name], name) for name in method_cls.sets[phase]}
-    if "smooth" in sets and sets["smooth"].names != sets["cartoon"].names:
-        raise RuntimeFailure("edge-smoothed set does not match the cartoon set file by file; re-run the smooth stage")
+    style_sets = [name for name in sets if name != "photo"]  # drawn together: index-aligned, file by file
+    for name in style_sets[1:]:
+        if sets[name].names != sets[style_sets[0]].names:
+            raise RuntimeFailure(f"image set {name} does not match {style_sets[0]} file by file; re-run the stages making them")
     features = load_vgg(params.vgg, method_cls.content_layer)
     method = method_cls(params.method_params(), features, device)
     init_digest = ""
@@ -204,7 +206,7 @@ def run_phase(
         state["run_id"] = run.info.run_id
         resumed = state["global_step"] > 0
         if not resumed:
-            tracking.log_params(params.flat())
+            tracking.log_params({**params.flat(), **method.derived_params()})
             mlflow.set_tags(tracking.run_tags(phase, method_cls.name, data_sha, features.source))
 
         def save_checkpoint() -> None:
@@ -224,11 +226,11 @@ def run_phase(
                 photo_order = _epoch_order(n_photos, loop.seed, epoch, 0)
                 batch_index = photo_order[torch.arange(index * loop.batch_size, (index + 1) * loop.batch_size) % n_photos]
                 batch = {"photo": sets["photo"].batch(batch_index, device)}
-                if "cartoon" in sets:
-                    n_cartoons = len(sets["cartoon"].names)
-                    order = _epoch_order(n_cartoons, loop.seed, epoch, 1)
-                    pick = order[torch.arange(index * loop.batch_size, (index + 1) * loop.batch_size) % n_cartoons]
-                    batch.update({name: sets[name].batch(pick, device) for name in sets if name != "photo"})
+                if style_sets:
+                    n_style = len(sets[style_sets[0]].names)
+                    order = _epoch_order(n_style, loop.seed, epoch, 1)
+                    pick = order[torch.arange(index * loop.batch_size, (index + 1) * loop.batch_size) % n_style]
+                    batch.update({name: sets[name].batch(pick, device) for name in style_sets})
                 try:
                     losses = method.step(phase, batch)
                 except NonFiniteLoss as exc:

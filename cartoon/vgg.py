@@ -4,6 +4,9 @@ Weights are never downloaded. They are resolved in this order:
 1. ``vgg.weights`` in params (a torchvision-layout ``.pth`` or ``.safetensors`` file);
 2. torchvision's hub cache (``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``);
 3. only if ``vgg.allow_random`` is true: a seeded random initialisation, with a loud warning.
+   Its convolutions are rescaled so every layer's output has unit standard deviation on a
+   seeded noise image: raw random weights give features so small (mean |f| about 0.1 at
+   conv4_4) that a content loss weighted for ImageNet VGG barely constrains the generator.
 The source is reported as ``imagenet:<sha256 prefix>`` or ``random:<seed>`` so every run and
 metric says which network measured it.
 """
@@ -91,6 +94,16 @@ def resolve_weights(params: VggParams) -> ResolvedWeights:
     )
 
 
+def _calibrate(features: nn.Sequential, seed: int, size: int = 64) -> None:
+    """Scale each random conv so its output has unit std on a seeded noise image (data-free)."""
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        for layer in features:
+            if isinstance(layer, nn.Conv2d):
+                layer.weight.div_(layer(x).std())
+            x = layer(x)
+
+
 class VGGFeatures(nn.Module):
     """Frozen VGG19 prefix up to ``layer``; takes images in [-1, 1], applies ImageNet normalisation."""
 
@@ -112,6 +125,8 @@ class VGGFeatures(nn.Module):
                 if wanted[key].shape != value.shape:
                     raise RuntimeFailure(f"VGG19 weight features.{key} has shape {tuple(wanted[key].shape)}, expected {tuple(value.shape)}")
             features.load_state_dict({k: wanted[k] for k in own})
+        else:
+            _calibrate(features, seed)
         self.features = features.eval().requires_grad_(False)
         self.source = weights.source
         self.layer = layer

@@ -14,6 +14,7 @@ TINY_PARAMS = {
     "resize": {"size": 32, "test_fraction": 0.25, "seed": 0},
     "model": {"name": "cartoongan"},
     "cartoongan": {"generator": {"width": 4, "n_blocks": 1, "upsample": "resize"}, "train": {"disc_width": 4}},
+    "animeganv2": {"generator": {"width": 4, "n_blocks": 2}, "train": {"disc_width": 4}},
     "vgg": {"allow_random": True, "seed": 0},
     "pretrain": {"epochs": 1, "batch_size": 4, "log_every": 1, "sample_every": 2, "checkpoint_every": 1},
     "train": {"epochs": 2, "batch_size": 4, "log_every": 1, "sample_every": 2, "checkpoint_every": 1},

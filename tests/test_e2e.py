@@ -98,6 +98,25 @@ def test_experiment_with_changed_loss_weight(repo):
     assert (runs["tags.data.sha256"].nunique()) == 1  # both saw exactly the same training images
 
 
+def test_switch_method_with_one_key(repo):
+    out = _run(["dvc", "exp", "run", "-S", "model.name=animeganv2"], repo)
+    assert "Running stage 'pretrain'" in out and "Running stage 'train'" in out
+    assert "Running stage 'crawl'" not in out and "Running stage 'gray'" not in out  # the data is shared
+    record = json.loads((repo / "reports/train/mlflow_run.json").read_text())
+    assert record["registered_model"] == "cartoon-animeganv2"
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    run = mlflow.get_run(record["run_id"])
+    assert run.data.tags["method"] == "animeganv2"
+    for term in ("g_adv", "content", "style", "colour", "tv", "d_real", "d_fake", "d_gray", "d_smooth"):
+        assert f"loss/{term}" in run.data.metrics
+    assert "eval/style/flatness" in run.data.metrics
+    assert run.data.params["animeganv2.train.resolved.colour"] == "15.0"  # the Hayao preset
+    methods = set(mlflow.search_runs(experiment_names=["tests"])["tags.method"])
+    assert methods >= {"cartoongan", "animeganv2"}
+    metrics = json.loads((repo / "reports/evaluate/metrics.json").read_text())
+    assert set(metrics["style"]) == {"edge_density", "colour_count", "flatness"}
+
+
 def test_evaluate_by_hand_on_new_photos(repo, tmp_path):
     import numpy as np
 
@@ -108,7 +127,7 @@ def test_evaluate_by_hand_on_new_photos(repo, tmp_path):
     write_png(photos / "a.png", rng.integers(0, 256, (37, 51, 3), dtype=np.uint8))
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
     record = json.loads((repo / "reports/train/mlflow_run.json").read_text())
-    out = _run(["cartoon", "evaluate", "--model", f"models:/cartoon-cartoongan/{record['version']}",
+    out = _run(["cartoon", "evaluate", "--model", f"models:/{record['registered_model']}/{record['version']}",
                 "--photos", str(photos), "--out", str(tmp_path / "eval")], repo)
     metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
     assert metrics["images"] == 1 and metrics["skipped"] == 1

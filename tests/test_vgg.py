@@ -95,3 +95,11 @@ def test_conv4_4_prefix_size_and_frozen():
     assert not features.training
     out = features(torch.zeros(1, 3, 32, 32))
     assert out.shape == (1, 512, 4, 4)
+
+
+def test_random_fallback_is_calibrated_to_unit_scale():
+    """Raw random VGG features are tiny; the fallback rescales layers so content losses bite."""
+    with pytest.warns(RandomWeightsWarning):
+        features = load_vgg(VggParams(allow_random=True, seed=3))
+    noise = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(9)) * 2 - 1
+    assert 0.7 < features(noise).std().item() < 1.5  # raw random weights give about 0.3

@@ -10,6 +10,8 @@ import os
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 from pathlib import Path
 
@@ -39,6 +41,51 @@ def write_png(path: Path | str, rgb: np.ndarray) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(buf.tobytes())
     os.replace(tmp, path)
+
+
+def map_folder(in_dir: Path, out_dir: Path, transform: Callable[[np.ndarray], np.ndarray], description: str) -> int:
+    """Write ``transform(image)`` of every image in in_dir to out_dir as PNG; returns the count.
+
+    Outputs keep their input names (``x.jpg`` -> ``x.png``); out_dir is emptied first so a file
+    removed from in_dir does not linger in a stage output. OpenCV releases the GIL, so a few
+    threads overlap decoding, filtering and encoding.
+    """
+    from cartoon.errors import RuntimeFailure, UsageError
+    from cartoon.progress import track
+
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    if not in_dir.is_dir():
+        raise UsageError(f"input folder not found: {in_dir}")
+    if out_dir.resolve() == in_dir.resolve():
+        raise UsageError(f"output folder must differ from the input folder: {out_dir}")
+    sources = list_images(in_dir)
+    if not sources:
+        raise RuntimeFailure(f"no images in {in_dir}")
+    targets = [out_dir / src.with_suffix(".png").name for src in sources]
+    if len(set(targets)) != len(targets):
+        raise RuntimeFailure(f"{in_dir} holds images that differ only by suffix; their PNG outputs would collide")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.iterdir():
+        if stale.is_file():
+            stale.unlink()
+
+    def work(pair: tuple[Path, Path]) -> None:
+        src, dst = pair
+        try:
+            rgb = read_rgb(src)
+        except OSError as exc:
+            raise RuntimeFailure(str(exc)) from None
+        write_png(dst, transform(rgb))
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for _ in track(pool.map(work, zip(sources, targets)), description, total=len(sources)):
+            pass
+    return len(sources)
+
+
+def gray3(rgb: np.ndarray) -> np.ndarray:
+    """Grayscale replicated to three channels (AnimeGAN's gray cartoon sets)."""
+    return np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
 
 
 def list_images(folder: Path | str) -> list[Path]:

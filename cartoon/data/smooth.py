@@ -9,17 +9,13 @@ Python; here the whole image is filtered once and the mask selects, with the sam
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from cartoon.data.imageio import list_images, read_rgb, write_png
-from cartoon.errors import RuntimeFailure, UsageError
+from cartoon.data.imageio import map_folder
 from cartoon.params import SmoothParams
-from cartoon.progress import track
 
 
 def smooth_edges(rgb: np.ndarray, canny_low: int = 100, canny_high: int = 200, kernel_size: int = 5) -> np.ndarray:
@@ -37,38 +33,7 @@ def smooth_edges(rgb: np.ndarray, canny_low: int = 100, canny_high: int = 200, k
 
 
 def smooth_folder(in_dir: Path, out_dir: Path, params: SmoothParams) -> int:
-    """Write the edge-smoothed version of every image in in_dir to out_dir; returns the count.
-
-    Outputs are PNGs named like their inputs (``x.jpg`` -> ``x.png``); out_dir is emptied first
-    so a file removed from in_dir does not linger in the stage output.
-    """
-    in_dir, out_dir = Path(in_dir), Path(out_dir)
-    if not in_dir.is_dir():
-        raise UsageError(f"input folder not found: {in_dir}")
-    if out_dir.resolve() == in_dir.resolve():
-        raise UsageError(f"output folder must differ from the input folder: {out_dir}")
-    sources = list_images(in_dir)
-    if not sources:
-        raise RuntimeFailure(f"no images in {in_dir}")
-    targets = [out_dir / src.with_suffix(".png").name for src in sources]
-    if len(set(targets)) != len(targets):
-        raise RuntimeFailure(f"{in_dir} holds images that differ only by suffix; their PNG outputs would collide")
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.iterdir():
-        if stale.is_file():
-            stale.unlink()
-
-    def work(pair: tuple[Path, Path]) -> None:
-        src, dst = pair
-        try:
-            rgb = read_rgb(src)
-        except OSError as exc:
-            raise RuntimeFailure(str(exc)) from None
-        write_png(dst, smooth_edges(rgb, params.canny_low, params.canny_high, params.kernel_size))
-
-    # OpenCV releases the GIL, so a few threads overlap decoding, filtering and encoding.
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        for _ in track(pool.map(work, zip(sources, targets)), "smooth edges", total=len(sources)):
-            pass
-    return len(sources)
+    """Write the edge-smoothed version of every image in in_dir to out_dir; returns the count."""
+    return map_folder(
+        in_dir, out_dir, lambda rgb: smooth_edges(rgb, params.canny_low, params.canny_high, params.kernel_size), "smooth edges"
+    )

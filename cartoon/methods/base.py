@@ -69,6 +69,10 @@ class Method(ABC):
     def step(self, phase: Phase, batch: Batch) -> dict[str, torch.Tensor]:
         """One optimisation step; returns every loss term (detached scalars) for logging."""
 
+    def derived_params(self) -> dict[str, Any]:
+        """Values the method derives from its params (e.g. preset loss weights), logged with the run."""
+        return {}
+
     def end_epoch(self) -> None:
         for scheduler in self.schedulers.values():
             scheduler.step()
