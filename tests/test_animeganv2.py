@@ -18,7 +18,7 @@ from cartoon.methods.animeganv2 import (
     rgb_to_yuv,
     tv_loss,
 )
-from cartoon.methods.base import NonFiniteLoss, count_parameters
+from cartoon.methods.base import count_parameters
 from cartoon.params import Params, VggParams, load_params
 from cartoon.vgg import RandomWeightsWarning, load_vgg
 
@@ -139,18 +139,6 @@ def _train_batch(n: int = 2, size: int = 16) -> dict[str, torch.Tensor]:
     return {name: torch.rand(n, 3, size, size) * 2 - 1 for name in TRAIN_SETS}
 
 
-def test_pretrain_steps_decrease_content_loss(method):
-    method.setup("pretrain", epochs=1, steps_per_epoch=20)
-    assert set(method.networks) == {"generator"}
-    torch.manual_seed(1)
-    batch = {"photo": torch.rand(4, 3, 16, 16) * 2 - 1}
-    with torch.no_grad():
-        before = method.content_loss(method.generator(batch["photo"]), batch["photo"]).item()
-    for _ in range(15):
-        losses = method.step("pretrain", batch)
-    assert set(losses) == {"content"}
-    assert losses["content"].item() < 0.7 * before
-
 
 def test_train_step_reports_every_term_and_updates_both_networks(method):
     method.setup("train", epochs=2, steps_per_epoch=2)
@@ -208,29 +196,3 @@ def test_discriminator_gradient_clipping(method):
     other.optimise = spy
     other.step("train", _train_batch())
     assert 0 < norms["discriminator"] <= 1e-3 * 1.001
-
-
-def test_state_dict_round_trip(method):
-    method.setup("train", epochs=2, steps_per_epoch=1)
-    method.step("train", _train_batch())
-    state = method.state_dict()
-    other = AnimeGANv2(method.params, method.features, torch.device("cpu"))
-    other.setup("train", epochs=2, steps_per_epoch=1)
-    other.load_state_dict(state)
-    for a, b in zip(method.generator.parameters(), other.generator.parameters()):
-        assert torch.equal(a, b)
-    for (ka, a), (kb, b) in zip(method.discriminator.state_dict().items(), other.discriminator.state_dict().items()):
-        assert ka == kb and torch.equal(a, b)  # spectral-norm vectors included
-    assert other.optimizers["discriminator"].state_dict()["state"].keys() == state["opt.discriminator"]["state"].keys()
-    x = torch.rand(1, 3, 16, 16) * 2 - 1
-    method.discriminator.eval(), other.discriminator.eval()
-    with torch.no_grad():
-        assert torch.equal(method.discriminator(x), other.discriminator(x))
-
-
-def test_non_finite_loss_stops_before_update(method):
-    method.setup("pretrain", epochs=1, steps_per_epoch=1)
-    before = [p.clone() for p in method.generator.parameters()]
-    with pytest.raises(NonFiniteLoss):
-        method.step("pretrain", {"photo": torch.full((1, 3, 16, 16), float("nan"))})
-    assert all(torch.equal(a, b) for a, b in zip(before, method.generator.parameters()))

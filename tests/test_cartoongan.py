@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from cartoon.methods import available_methods, get_method
-from cartoon.methods.base import NonFiniteLoss, count_parameters
+from cartoon.methods.base import count_parameters
 from cartoon.methods.cartoongan import CartoonGAN, CartoonGANParams, Discriminator, Generator
 from cartoon.params import VggParams
 from cartoon.vgg import RandomWeightsWarning, load_vgg
@@ -43,17 +43,6 @@ def method():
     return CartoonGAN(params, features, torch.device("cpu"))
 
 
-def test_pretrain_steps_decrease_content_loss(method):
-    method.setup("pretrain", epochs=1, steps_per_epoch=20)
-    torch.manual_seed(1)
-    batch = {"photo": torch.rand(4, 3, 32, 32) * 2 - 1}
-    with torch.no_grad():
-        before = method.content_loss(method.generator(batch["photo"]), batch["photo"]).item()
-    for _ in range(15):
-        losses = method.step("pretrain", batch)
-    assert set(losses) == {"content"}
-    assert losses["content"].item() < 0.7 * before
-
 
 def test_train_step_reports_every_term_and_updates_both_networks(method):
     method.setup("train", epochs=4, steps_per_epoch=2)
@@ -77,23 +66,3 @@ def test_lr_decays_at_paper_fractions(method):
         lrs.append(method.optimizers["generator"].param_groups[0]["lr"])
         method.end_epoch()
     assert lrs == pytest.approx([2e-4, 2e-4, 2e-5, 2e-6])
-
-
-def test_state_dict_round_trip(method):
-    method.setup("train", epochs=2, steps_per_epoch=1)
-    method.step("train", {name: torch.rand(2, 3, 16, 16) * 2 - 1 for name in ("photo", "cartoon", "smooth")})
-    state = method.state_dict()
-    other = CartoonGAN(method.params, method.features, torch.device("cpu"))
-    other.setup("train", epochs=2, steps_per_epoch=1)
-    other.load_state_dict(state)
-    for a, b in zip(method.generator.parameters(), other.generator.parameters()):
-        assert torch.equal(a, b)
-    assert other.optimizers["discriminator"].state_dict()["state"].keys() == state["opt.discriminator"]["state"].keys()
-
-
-def test_non_finite_loss_stops_before_update(method):
-    method.setup("pretrain", epochs=1, steps_per_epoch=1)
-    before = [p.clone() for p in method.generator.parameters()]
-    with pytest.raises(NonFiniteLoss):
-        method.step("pretrain", {"photo": torch.full((1, 3, 16, 16), float("nan"))})
-    assert all(torch.equal(a, b) for a, b in zip(before, method.generator.parameters()))

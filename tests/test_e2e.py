@@ -39,6 +39,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("repo")
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
+    shutil.copytree(ROOT / "cartoon", repo / "cartoon", ignore=shutil.ignore_patterns("__pycache__"))  # stage deps
     (repo / "pipeline").mkdir()
     (repo / "pipeline/sources.yaml").write_text(yaml.safe_dump(TINY_SOURCES))
     write_params(repo / "params.yaml", train={"epochs": 2, "batch_size": 4, "log_every": 1, "sample_every": 2,
@@ -47,6 +48,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _run(["git", "config", "user.email", "test@example.com"], repo)
     _run(["git", "config", "user.name", "test"], repo)
     _run(["dvc", "init", "-q"], repo)
+    shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")
     _run(["dvc", "config", "core.analytics", "false"], repo)
     _run(["git", "add", "-A"], repo)
     _run(["git", "commit", "-qm", "init"], repo)
@@ -127,7 +129,9 @@ def test_evaluate_by_hand_on_new_photos(repo, tmp_path):
     write_png(photos / "a.png", rng.integers(0, 256, (37, 51, 3), dtype=np.uint8))
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
     record = json.loads((repo / "reports/train/mlflow_run.json").read_text())
-    out = _run(["cartoon", "evaluate", "--model", f"models:/{record['registered_model']}/{record['version']}",
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    mlflow.MlflowClient().set_registered_model_alias(record["registered_model"], "champion", str(record["version"]))
+    out = _run(["cartoon", "evaluate", "--model", f"models:/{record['registered_model']}@champion",
                 "--photos", str(photos), "--out", str(tmp_path / "eval")], repo)
     metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
     assert metrics["images"] == 1 and metrics["skipped"] == 1

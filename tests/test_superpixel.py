@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+
+from cartoon.superpixel import (
+    adaptive_colours,
+    adjacent_pairs,
+    merge_regions,
+    region_stats,
+    structure,
+)
+
+
+def _two_regions() -> tuple[np.ndarray, np.ndarray]:
+    """Left half: low-spread values (std < 20); right half: a spread-out, skewed set (std > 40)."""
+    labels = np.zeros((4, 8), dtype=np.int64)
+    labels[:, 4:] = 1
+    image = np.zeros((4, 8, 3), dtype=np.uint8)
+    image[:, :4] = np.array([100, 102, 104, 110] * 4).reshape(4, 4)[..., None]
+    image[:, 4:] = np.array([0, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 200, 200, 250, 250]).reshape(4, 4)[..., None]
+    return labels, image
+
+
+def test_region_stats_match_numpy():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, (12, 13))
+    image = rng.integers(0, 256, (12, 13, 3), dtype=np.uint8)
+    stats = region_stats(labels, image)
+    for region in range(5):
+        values = image[labels == region]
+        assert stats["count"][region] == len(values)
+        np.testing.assert_allclose(stats["mean"][region], values.mean(axis=0))
+        np.testing.assert_allclose(stats["std"][region], values.std(axis=0), rtol=1e-9, atol=1e-9)
+        np.testing.assert_array_equal(stats["median"][region], np.median(values, axis=0))
+
+
+def test_adaptive_colouring_mean_median_and_blend():
+    labels, image = _two_regions()
+    stats = region_stats(labels, image)
+    low, high = image[:, :4, 0].ravel(), image[:, 4:, 0].ravel()
+    assert low.std() < 20 and high.std() > 40 and abs(high.mean() - np.median(high)) > 30
+    colours = adaptive_colours(stats["mean"], stats["std"], stats["median"])
+    np.testing.assert_allclose(colours[0], low.mean())  # std < 20: mean
+    np.testing.assert_allclose(colours[1], np.median(high))  # std > 40: median
+    # In between: the linear blend, alpha = (std - 20) / 20 towards the median.
+    blend = adaptive_colours(np.array([10.0]), np.array([25.0]), np.array([50.0]))
+    assert blend[0] == pytest.approx(0.75 * 10 + 0.25 * 50)
+    assert adaptive_colours(np.array([10.0]), np.array([20.0]), np.array([50.0]))[0] == pytest.approx(10)
+    assert adaptive_colours(np.array([10.0]), np.array([40.0]), np.array([50.0]))[0] == pytest.approx(50)
+
+
+def _photo(size=64, seed=0) -> np.ndarray:
+    """A smooth synthetic scene with a few shapes and noise: many felzenszwalb regions."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size] / size
+    image = np.stack([200 * x, 150 * y + 50, 120 * (1 - x) * y + 60], axis=-1)
+    for _ in range(6):
+        cy, cx, radius = rng.uniform(0, 1, 2).tolist() + [rng.uniform(0.08, 0.25)]
+        image[(y - cy) ** 2 + (x - cx) ** 2 < radius**2] = rng.uniform(0, 255, 3)
+    image += rng.normal(0, 12, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("method", ["slic", "felzenszwalb"])
+def test_structure_has_one_colour_per_region(method, monkeypatch):
+    import cartoon.superpixel as sp
+
+    seen = {}
+    original = sp.slic_labels if method == "slic" else sp.felzenszwalb_labels
+
+    def spy(image, n_segments):
+        seen["labels"] = labels = original(image, n_segments)
+        return labels
+
+    monkeypatch.setattr(sp, f"{method}_labels", spy)
+    image = _photo()
+    out = structure(image[None], method, 12, workers=1)[0]
+    labels = seen["labels"]
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert len(np.unique(labels)) > 1
+    for region in np.unique(labels):
+        assert len(np.unique(out[labels == region], axis=0)) == 1
+
+
+def test_merging_reaches_the_requested_count():
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.repeat(np.arange(64).reshape(8, 8), 4, axis=0), 4, axis=1)  # 64 blocks of 4x4
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    for target in (40, 10, 1):
+        merged = merge_regions(labels, image, target)
+        assert merged.max() + 1 == target and len(np.unique(merged)) == target
+        # merging only unites whole initial regions
+        assert all(len(np.unique(merged[labels == region])) == 1 for region in range(64))
+    assert len(np.unique(merge_regions(labels, image, 100))) == 64  # fewer than asked: unchanged
+
+
+def test_merging_prefers_similar_neighbours():
+    labels = np.repeat(np.arange(4)[None], 4, axis=0).repeat(4, axis=1)  # four vertical stripes 0..3
+    image = np.zeros((4, 16, 3), dtype=np.uint8)
+    image[:, :4] = 10
+    image[:, 4:8] = 12
+    image[:, 8:12] = 200
+    image[:, 12:] = 202
+    merged = merge_regions(labels, image, 2)
+    assert len(np.unique(merged[:, :8])) == 1 and len(np.unique(merged[:, 8:])) == 1
+    assert merged[0, 0] != merged[0, 15]
+
+
+def test_adjacent_pairs():
+    labels = np.array([[0, 0, 1], [2, 2, 1], [2, 3, 3]])
+    assert adjacent_pairs(labels).tolist() == [[0, 1], [0, 2], [1, 2], [1, 3], [2, 3]]
+
+
+def test_structure_batch_threads_match_serial():
+    batch = np.stack([_photo(48, seed) for seed in range(3)])
+    for method in ("slic", "felzenszwalb"):
+        np.testing.assert_array_equal(structure(batch, method, 10, workers=3), structure(batch, method, 10, workers=1))
+    with pytest.raises(ValueError):
+        structure(batch, "watershed", 10, workers=1)  # type: ignore[arg-type]

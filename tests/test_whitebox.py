@@ -1,0 +1,200 @@
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cartoon.guided_filter import box_mean, guided_filter
+from cartoon.methods import available_methods, get_method
+from cartoon.methods.base import count_parameters
+from cartoon.methods.whitebox import (
+    GRAY_RANGES,
+    Discriminator,
+    Generator,
+    GeneratorParams,
+    TrainParams,
+    WhiteBox,
+    WhiteBoxParams,
+    feature_l1,
+    from_uint8,
+    random_gray_weights,
+    to_gray,
+    to_uint8,
+    tv_loss,
+)
+from cartoon.params import VggParams, load_params
+from cartoon.vgg import RandomWeightsWarning, load_vgg
+
+ROOT = Path(__file__).resolve().parents[1]
+TERMS = ("d_surface", "d_texture", "d_total", "g_surface", "g_texture", "content", "structure", "tv", "g_total")
+
+
+def test_registry_finds_whitebox():
+    assert available_methods()["whitebox"] is WhiteBox
+    assert get_method("whitebox") is WhiteBox
+    assert WhiteBox.sets == {"pretrain": ("photo",), "train": ("photo", "cartoon")}
+    assert WhiteBox.size_multiple == 4 and WhiteBox.content_layer == "conv4_4"
+
+
+def test_paper_parameter_counts():
+    params = WhiteBoxParams()
+    assert params.generator.width == 32 and params.train.disc_width == 32
+    assert count_parameters(WhiteBox.build_generator(params)) == 1_467_075
+    assert count_parameters(Discriminator(32, in_channels=3)) == 287_137  # surface
+    assert count_parameters(Discriminator(32, in_channels=1)) == 287_137 - 2 * 32 * 9  # texture: 1-channel gray
+
+
+def test_paper_profile_is_valid_and_at_paper_settings():
+    params = load_params(ROOT / "pipeline/profiles/whitebox-paper-gpu.yaml")
+    assert params.model.name == "whitebox"
+    assert params.method_params() == WhiteBoxParams()  # the profile spells out the defaults, which are the paper's
+    assert params.train.batch_size == 16 and params.resize.size == 256
+
+
+def test_shapes_and_range():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 44) * 2 - 1
+    y = Generator(4, 1)(x)
+    assert y.shape == x.shape and y.abs().max() <= 1
+    assert Discriminator(4, 3)(x).shape == (2, 1, 4, 6)  # patch map at 1/8
+    assert Discriminator(4, 1)(x[:, :1]).shape == (2, 1, 4, 6)
+
+
+# --- guided filter --------------------------------------------------------------------------
+
+
+def _window_mean(x: np.ndarray, i: int, j: int, r: int) -> float:
+    h, w = x.shape
+    return x[max(i - r, 0) : min(i + r + 1, h), max(j - r, 0) : min(j + r + 1, w)].mean()
+
+
+def per_pixel_guided_filter(guide: np.ndarray, src: np.ndarray, r: int, eps: float) -> np.ndarray:
+    """He et al.'s algorithm written with explicit loops over every pixel's (clipped) window."""
+    h, w = guide.shape
+    a, b = np.zeros((h, w)), np.zeros((h, w))
+    for i, j in itertools.product(range(h), range(w)):
+        window = (slice(max(i - r, 0), min(i + r + 1, h)), slice(max(j - r, 0), min(j + r + 1, w)))
+        gi, pi = guide[window].ravel(), src[window].ravel()
+        mean_i, mean_p = gi.mean(), pi.mean()
+        cov = (gi * pi).mean() - mean_i * mean_p
+        var = (gi * gi).mean() - mean_i**2
+        a[i, j] = cov / (var + eps)
+        b[i, j] = mean_p - a[i, j] * mean_i
+    out = np.zeros((h, w))
+    for i, j in itertools.product(range(h), range(w)):
+        out[i, j] = _window_mean(a, i, j, r) * guide[i, j] + _window_mean(b, i, j, r)
+    return out
+
+
+@pytest.mark.parametrize(("r", "eps"), [(1, 1e-2), (2, 2e-1)])
+def test_guided_filter_matches_per_pixel_reference(r, eps):
+    rng = np.random.default_rng(0)
+    guide = rng.uniform(-1, 1, (2, 3, 9, 11))
+    src = rng.uniform(-1, 1, (2, 3, 9, 11))
+    out = guided_filter(torch.from_numpy(guide), torch.from_numpy(src), r, eps).numpy()
+    for n, c in itertools.product(range(2), range(3)):
+        expected = per_pixel_guided_filter(guide[n, c], src[n, c], r, eps)
+        assert np.abs(out[n, c] - expected).max() < 1e-5
+
+
+def test_box_mean_counts_only_pixels_inside():
+    ones = torch.ones(1, 1, 5, 6, dtype=torch.float64)
+    assert torch.allclose(box_mean(ones, 2), ones)  # border windows are divided by their own size
+    x = torch.arange(9, dtype=torch.float64).view(1, 1, 3, 3)
+    assert box_mean(x, 1)[0, 0, 0, 0].item() == pytest.approx((0 + 1 + 3 + 4) / 4)
+
+
+def test_guided_filter_gradcheck():
+    generator = torch.Generator().manual_seed(0)
+    guide = torch.rand(1, 2, 5, 6, dtype=torch.float64, generator=generator).requires_grad_()
+    src = torch.rand(1, 2, 5, 6, dtype=torch.float64, generator=generator).requires_grad_()
+    assert torch.autograd.gradcheck(lambda g, s: guided_filter(g, s, 1, 1e-2), (guide, src))
+    assert torch.autograd.gradcheck(lambda x: guided_filter(x, x, 2, 2e-1), (guide,))
+
+
+# --- representations and losses -------------------------------------------------------------
+
+
+def test_random_gray_weights_stay_in_their_ranges():
+    generator = torch.Generator().manual_seed(0)
+    draws = np.array([random_gray_weights(generator) for _ in range(2000)])
+    for column, (lo, hi) in enumerate(GRAY_RANGES.values()):  # r, g, b
+        assert lo <= draws[:, column].min() and draws[:, column].max() <= hi
+        assert draws[:, column].min() < lo + 0.01 and draws[:, column].max() > hi - 0.01  # the whole range is used
+    assert GRAY_RANGES == {"r": (0.199, 0.399), "g": (0.487, 0.687), "b": (0.014, 0.214)}
+
+
+def test_gray_divides_by_the_weight_sum():
+    images = torch.tensor([1.0, -1.0, 0.5]).view(1, 3, 1, 1)
+    gray = to_gray(images, (0.3, 0.6, 0.1))
+    assert gray.shape == (1, 1, 1, 1) and gray.item() == pytest.approx((0.3 - 0.6 + 0.05) / 1.0)
+    assert torch.allclose(to_gray(torch.ones(2, 3, 4, 4), (0.2, 0.5, 0.1)), torch.ones(2, 1, 4, 4))
+
+
+def test_reference_normalisations():
+    image = torch.tensor([[0.0, 1.0], [3.0, 5.0]]).view(1, 1, 2, 2)
+    # mean(dy^2) = (9 + 16) / 2, mean(dx^2) = (1 + 4) / 2, divided by 3 H W = 12
+    assert tv_loss(image).item() == pytest.approx((12.5 + 2.5) / 12)
+    a, b = torch.zeros(2, 4, 3, 5), torch.full((2, 4, 3, 5), 2.0)
+    assert feature_l1(a, b).item() == pytest.approx(2.0 / (4 * 3 * 5))
+
+
+def test_uint8_round_trip():
+    x = torch.tensor([-1.0, 0.0, 1.0, 1.5]).view(1, 1, 1, 4).expand(1, 3, 1, 4)
+    array = to_uint8(x)
+    assert array.shape == (1, 1, 4, 3) and array[0, 0, :, 0].tolist() == [0, 128, 255, 255]
+    back = from_uint8(array, torch.device("cpu"))
+    assert back.shape == (1, 3, 1, 4) and back.min() == -1 and back.max() == 1
+
+
+# --- the method -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def features():
+    with pytest.warns(RandomWeightsWarning):
+        return load_vgg(VggParams(allow_random=True, seed=0))
+
+
+def _tiny(features, **train):
+    params = WhiteBoxParams(generator=GeneratorParams(width=4, n_blocks=1), train=TrainParams(disc_width=4, workers=2, **train))
+    torch.manual_seed(0)
+    return WhiteBox(params, features, torch.device("cpu"))
+
+
+def _batch(n=2, size=24, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return {name: torch.rand(n, 3, size, size, generator=generator) * 2 - 1 for name in ("photo", "cartoon")}
+
+
+@pytest.mark.parametrize("superpixel", ["slic", "felzenszwalb"])
+def test_train_step_reports_every_term_and_the_weighted_sum(features, superpixel):
+    weights = {"tv_weight": 3e3, "surface_weight": 0.3, "texture_weight": 2.0, "content_weight": 50.0, "structure_weight": 70.0}
+    method = _tiny(features, superpixel=superpixel, n_segments=8, **weights)
+    method.setup("train", epochs=1, steps_per_epoch=1)
+    assert set(method.networks) == {"generator", "surface_discriminator", "texture_discriminator"}
+    losses = method.step("train", _batch())
+    assert set(losses) == set(TERMS)
+    assert all(v.ndim == 0 and torch.isfinite(v) and not v.requires_grad for v in losses.values())
+    expected = (
+        weights["tv_weight"] * losses["tv"]
+        + weights["surface_weight"] * losses["g_surface"]
+        + weights["texture_weight"] * losses["g_texture"]
+        + weights["content_weight"] * losses["content"]
+        + weights["structure_weight"] * losses["structure"]
+    )
+    assert losses["g_total"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert losses["d_total"].item() == pytest.approx((losses["d_surface"] + losses["d_texture"]).item(), rel=1e-6)
+
+
+def test_pretrain_optimises_l1_reconstruction(features):
+    method = _tiny(features)
+    method.setup("pretrain", epochs=1, steps_per_epoch=1)
+    batch = _batch()
+    with torch.no_grad():
+        expected = (method.generator(batch["photo"]) - batch["photo"]).abs().mean().item()
+    losses = method.step("pretrain", batch)
+    assert set(losses) == {"reconstruction", "content"}
+    assert losses["reconstruction"].item() == pytest.approx(expected, rel=1e-6)
+    assert method.optimizers["generator"].defaults["betas"] == (0.5, 0.99)
