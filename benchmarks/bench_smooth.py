@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.timing import per_image_ms  # noqa: E402
 from cartoon.data.builtin import builtin_items  # noqa: E402
 from cartoon.data.smooth import smooth_edges  # noqa: E402
 from tests.test_smooth import reference_smooth  # noqa: E402
-
-
-def per_image_ms(function, images: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:
-    start = time.perf_counter()
-    outputs = [function(image) for image in images]
-    return (time.perf_counter() - start) * 1000 / len(images), outputs
 
 
 def main() -> None:

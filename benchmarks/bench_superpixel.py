@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from skimage.segmentation import felzenszwalb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.timing import per_image_ms  # noqa: E402
 from cartoon.data.builtin import builtin_items  # noqa: E402
 from cartoon.superpixel import HIST_BINS, STD_HIGH, STD_LOW, structure_image  # noqa: E402
 
@@ -93,12 +93,6 @@ def reference_felzenszwalb(image: np.ndarray, n_segments: int) -> np.ndarray:
                 colour = (1 - alpha) * mean + alpha * median
             out[..., c][mask] = np.clip(np.rint(colour), 0, 255)
     return out
-
-
-def per_image_ms(function, images: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:
-    start = time.perf_counter()
-    outputs = [function(image) for image in images]
-    return (time.perf_counter() - start) * 1000 / len(images), outputs
 
 
 def main() -> None:
