@@ -218,18 +218,22 @@ def run_phase(
         started = time.monotonic()
         seconds_before = state["seconds"]
         last: dict[str, float] = {}
+        n_style = len(sets[style_sets[0]].names) if style_sets else 0
+        orders_epoch = -1
+        grid = None
         with progress() as bar:
             task = bar.add_task(f"{phase} {method_cls.name}", total=total_steps, completed=state["global_step"], status="")
             while state["global_step"] < total_steps:
                 step = state["global_step"]
                 epoch, index = divmod(step, steps_per_epoch)
-                photo_order = _epoch_order(n_photos, loop.seed, epoch, 0)
-                batch_index = photo_order[torch.arange(index * loop.batch_size, (index + 1) * loop.batch_size) % n_photos]
-                batch = {"photo": sets["photo"].batch(batch_index, device)}
+                if orders_epoch != epoch:  # shuffles depend on (seed, epoch) only, so a resume rebuilds them
+                    photo_order = _epoch_order(n_photos, loop.seed, epoch, 0)
+                    style_order = _epoch_order(n_style, loop.seed, epoch, 1) if style_sets else None
+                    orders_epoch = epoch
+                positions = torch.arange(index * loop.batch_size, (index + 1) * loop.batch_size)
+                batch = {"photo": sets["photo"].batch(photo_order[positions % n_photos], device)}
                 if style_sets:
-                    n_style = len(sets[style_sets[0]].names)
-                    order = _epoch_order(n_style, loop.seed, epoch, 1)
-                    pick = order[torch.arange(index * loop.batch_size, (index + 1) * loop.batch_size) % n_style]
+                    pick = style_order[positions % n_style]
                     batch.update({name: sets[name].batch(pick, device) for name in style_sets})
                 try:
                     losses = method.step(phase, batch)
@@ -246,7 +250,8 @@ def run_phase(
                     state["history"].append({"step": state["global_step"], **last})
                     mlflow.log_metrics({f"loss/{k}": v for k, v in last.items()}, step=state["global_step"])
                 if state["global_step"] % loop.sample_every == 0 or state["global_step"] == total_steps:
-                    mlflow.log_image(_sample_grid(method, sample_photos), key="samples", step=state["global_step"])
+                    grid = _sample_grid(method, sample_photos)
+                    mlflow.log_image(grid, key="samples", step=state["global_step"])
                 epoch_done = state["global_step"] % steps_per_epoch == 0
                 if epoch_done:
                     method.end_epoch()
@@ -283,7 +288,7 @@ def run_phase(
             "final_loss": last,
         }
         mlflow.log_metrics({"train_seconds": metrics["seconds"], "images_per_second": metrics["images_per_second"]})
-        mlflow.log_image(_sample_grid(method, sample_photos), artifact_file="samples/final.png")
+        mlflow.log_image(grid if grid is not None else _sample_grid(method, sample_photos), artifact_file="samples/final.png")
         record: dict[str, Any] = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
                                   "tracking_uri": mlflow.get_tracking_uri()}
         if phase == "train":

@@ -63,7 +63,9 @@ def test_pretrain_steps_decrease_content_loss(name, make):
         before = method.content_loss(method.generator(batch["photo"]), batch["photo"]).item()
     for _ in range(15):
         losses = method.step("pretrain", batch)
-    assert "content" in losses and losses["content"].item() < 0.7 * before
+    with torch.no_grad():
+        after = method.content_loss(method.generator(batch["photo"]), batch["photo"]).item()
+    assert losses and after < 0.7 * before  # whatever a method optimises, the content is learnt
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -43,7 +43,7 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from cartoon.methods import register
-from cartoon.methods.base import Batch, Method, MethodParams, Phase, init_normal, set_requires_grad
+from cartoon.methods.base import Batch, Method, MethodParams, Phase, init_normal, lrelu, set_requires_grad
 from cartoon.params import Section
 
 
@@ -137,10 +137,6 @@ class AnimeGANv2Params(MethodParams):
 # --- networks -------------------------------------------------------------------------------
 
 
-def _lrelu() -> nn.Module:
-    return nn.LeakyReLU(0.2, inplace=True)
-
-
 class ConvNormLReLU(nn.Sequential):
     """Bias-free conv with reflect padding ('same' for stride 1, right/bottom by 1 for stride 2), layer norm, LeakyReLU."""
 
@@ -155,7 +151,7 @@ class ConvNormLReLU(nn.Sequential):
             pad,
             nn.Conv2d(cin, cout, kernel, stride, 0, groups=groups, bias=bias),
             nn.GroupNorm(1, cout, affine=True),
-            _lrelu(),
+            lrelu(),
         )
 
 
@@ -226,12 +222,12 @@ class Discriminator(nn.Module):
             return spectral_norm(layer)
 
         self.net = nn.Sequential(
-            conv(3, w), _lrelu(),
-            conv(w, 2 * w, 2), _lrelu(),
-            conv(2 * w, 4 * w), nn.GroupNorm(1, 4 * w), _lrelu(),
-            conv(4 * w, 4 * w, 2), _lrelu(),
-            conv(4 * w, 8 * w), nn.GroupNorm(1, 8 * w), _lrelu(),
-            conv(8 * w, 8 * w), nn.GroupNorm(1, 8 * w), _lrelu(),
+            conv(3, w), lrelu(),
+            conv(w, 2 * w, 2), lrelu(),
+            conv(2 * w, 4 * w), nn.GroupNorm(1, 4 * w), lrelu(),
+            conv(4 * w, 4 * w, 2), lrelu(),
+            conv(4 * w, 8 * w), nn.GroupNorm(1, 8 * w), lrelu(),
+            conv(8 * w, 8 * w), nn.GroupNorm(1, 8 * w), lrelu(),
             conv(8 * w, 1),
         )
 
@@ -312,11 +308,10 @@ class AnimeGANv2(Method):
         return {f"{self.name}.train.resolved.{key}": value for key, value in self.weights._asdict().items()}
 
     def setup(self, phase: Phase, epochs: int, steps_per_epoch: int) -> None:
-        self.schedulers = {}
         if phase == "pretrain":
-            p = self.params.pretrain
-            self.optimizers = {"generator": torch.optim.Adam(self.generator.parameters(), lr=p.lr, betas=p.betas)}
+            self.setup_pretrain()
             return
+        self.schedulers = {}
         t = self.params.train
         self.discriminator = Discriminator(t.disc_width).to(self.device)
         self.networks["discriminator"] = self.discriminator

@@ -65,6 +65,12 @@ class Method(ABC):
     def setup(self, phase: Phase, epochs: int, steps_per_epoch: int) -> None:
         """Create the discriminators, optimisers and schedules this phase needs."""
 
+    def setup_pretrain(self) -> None:
+        """The initialisation phase the methods share: Adam on the generator, ``pretrain.lr`` and ``betas``."""
+        p = self.params.pretrain
+        self.optimizers = {"generator": torch.optim.Adam(self.generator.parameters(), lr=p.lr, betas=p.betas)}
+        self.schedulers = {}
+
     @abstractmethod
     def step(self, phase: Phase, batch: Batch) -> dict[str, torch.Tensor]:
         """One optimisation step; returns every loss term (detached scalars) for logging."""
@@ -113,6 +119,11 @@ def init_normal(module: nn.Module, std: float = 0.02) -> None:
             nn.init.normal_(layer.weight, 0.0, std)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
+
+
+def lrelu() -> nn.Module:
+    """LeakyReLU(0.2), the activation of every method's discriminator (and some generators)."""
+    return nn.LeakyReLU(0.2, inplace=True)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cartoon.methods import register
-from cartoon.methods.base import Batch, Method, MethodParams, Phase, init_normal, set_requires_grad
+from cartoon.methods.base import Batch, Method, MethodParams, Phase, init_normal, lrelu, set_requires_grad
 from cartoon.params import Section
 
 
@@ -107,7 +107,6 @@ class Discriminator(nn.Module):
     def __init__(self, width: int = 32) -> None:
         super().__init__()
         w = width
-        lrelu = lambda: nn.LeakyReLU(0.2, inplace=True)  # noqa: E731
         self.net = nn.Sequential(
             nn.Conv2d(3, w, 3, 1, 1), lrelu(),
             nn.Conv2d(w, 2 * w, 3, 2, 1), lrelu(),

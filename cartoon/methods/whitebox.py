@@ -35,8 +35,7 @@ Losses (reference defaults), with VGG19 conv4_4 features of h x w x c:
   D = 0.5 [mean((D(real) - 1)^2) + mean(D(fake)^2)] for each discriminator; d_total = sum.
 out = guided_filter(photo, G(photo), r=1, eps=1e-2). Weights tv 1e4, surface 0.1, texture 1,
 content 200, structure 200. Pretraining: L1(G(photo), photo) (no VGG, no guided filter) is the
-only term optimised; it is logged as "reconstruction", and the VGG content loss of the same
-output is logged as "content" (one extra no-grad VGG pass; the measure all methods report).
+only term optimised and logged ("reconstruction").
 Generator convs start Glorot-uniform with zero biases, the reference's (TensorFlow's) default.
 Adam 2e-4, betas (0.5, 0.99) everywhere. The reference updates G then D, recomputing the
 output; here D is updated first on the detached output and G then reuses that forward pass
@@ -56,7 +55,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from cartoon.guided_filter import guided_filter
 from cartoon.methods import register
-from cartoon.methods.base import Batch, Method, MethodParams, NonFiniteLoss, Phase, set_requires_grad
+from cartoon.methods.base import Batch, Method, MethodParams, NonFiniteLoss, Phase, lrelu, set_requires_grad
 from cartoon.params import Section
 from cartoon.superpixel import structure
 
@@ -103,10 +102,6 @@ class WhiteBoxParams(MethodParams):
 # --- networks -------------------------------------------------------------------------------
 
 
-def _lrelu() -> nn.Module:
-    return nn.LeakyReLU(0.2, inplace=True)
-
-
 def _conv(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel, stride, kernel // 2)
 
@@ -114,7 +109,7 @@ def _conv(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Conv2d:
 class ResBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(_conv(channels, channels), _lrelu(), _conv(channels, channels))
+        self.body = nn.Sequential(_conv(channels, channels), lrelu(), _conv(channels, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -126,13 +121,13 @@ class Generator(nn.Module):
     def __init__(self, width: int = 32, n_blocks: int = 4) -> None:
         super().__init__()
         w = width
-        self.stem = nn.Sequential(_conv(3, w, 7), _lrelu())
-        self.down1 = nn.Sequential(_conv(w, w, stride=2), _lrelu(), _conv(w, 2 * w), _lrelu())
-        self.down2 = nn.Sequential(_conv(2 * w, 2 * w, stride=2), _lrelu(), _conv(2 * w, 4 * w), _lrelu())
+        self.stem = nn.Sequential(_conv(3, w, 7), lrelu())
+        self.down1 = nn.Sequential(_conv(w, w, stride=2), lrelu(), _conv(w, 2 * w), lrelu())
+        self.down2 = nn.Sequential(_conv(2 * w, 2 * w, stride=2), lrelu(), _conv(2 * w, 4 * w), lrelu())
         self.blocks = nn.Sequential(*[ResBlock(4 * w) for _ in range(n_blocks)])
-        self.bottleneck_out = nn.Sequential(_conv(4 * w, 2 * w), _lrelu())
-        self.up1 = nn.Sequential(_conv(2 * w, 2 * w), _lrelu(), _conv(2 * w, w), _lrelu())
-        self.up2 = nn.Sequential(_conv(w, w), _lrelu(), _conv(w, 3, 7), nn.Tanh())
+        self.bottleneck_out = nn.Sequential(_conv(4 * w, 2 * w), lrelu())
+        self.up1 = nn.Sequential(_conv(2 * w, 2 * w), lrelu(), _conv(2 * w, w), lrelu())
+        self.up2 = nn.Sequential(_conv(w, w), lrelu(), _conv(w, 3, 7), nn.Tanh())
         for layer in self.modules():  # the reference's (TensorFlow's) default: Glorot-uniform kernels, zero biases
             if isinstance(layer, nn.Conv2d):
                 nn.init.xavier_uniform_(layer.weight)
@@ -154,7 +149,7 @@ class Discriminator(nn.Module):
         layers: list[nn.Module] = []
         cin = in_channels
         for cout in (width, 2 * width, 4 * width):
-            layers += [spectral_norm(_conv(cin, cout, stride=2)), _lrelu(), spectral_norm(_conv(cout, cout)), _lrelu()]
+            layers += [spectral_norm(_conv(cin, cout, stride=2)), lrelu(), spectral_norm(_conv(cout, cout)), lrelu()]
             cin = cout
         layers.append(spectral_norm(nn.Conv2d(cin, 1, 1)))
         self.net = nn.Sequential(*layers)
@@ -231,11 +226,10 @@ class WhiteBox(Method):
         return Generator(params.generator.width, params.generator.n_blocks)
 
     def setup(self, phase: Phase, epochs: int, steps_per_epoch: int) -> None:
-        self.schedulers = {}
         if phase == "pretrain":
-            p = self.params.pretrain
-            self.optimizers = {"generator": torch.optim.Adam(self.generator.parameters(), lr=p.lr, betas=p.betas)}
+            self.setup_pretrain()
             return
+        self.schedulers = {}
         t = self.params.train
         self.surface_disc = Discriminator(t.disc_width, 3).to(self.device)
         self.texture_disc = Discriminator(t.disc_width, 1).to(self.device)
@@ -262,12 +256,8 @@ class WhiteBox(Method):
         if phase == "pretrain":
             generated = self.generator(photo)
             reconstruction = (generated - photo).abs().mean()
-            self.optimise("generator", reconstruction)
-            # Only the pixel L1 is optimised (as in the reference); the VGG content loss of the
-            # same output is reported alongside as "content", the measure every method logs.
-            with torch.no_grad():
-                content = self.content_loss(generated.detach(), photo)
-            return {"reconstruction": reconstruction.detach(), "content": content}
+            self.optimise("generator", reconstruction)  # pixel L1 only, as in the reference
+            return {"reconstruction": reconstruction.detach()}
 
         t = self.params.train
         cartoon = batch["cartoon"]
