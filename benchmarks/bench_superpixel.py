@@ -1,14 +1,16 @@
 """Structure representation speed: vectorised superpixels against a straightforward reference.
 
-Run: .venv/bin/python benchmarks/bench_superpixel.py [--images 8] [--size 256] [--segments 200,50]
+Run: .venv/bin/python benchmarks/bench_superpixel.py [--images 16] [--size 256] [--segments 200,50] [--device cuda]
 
 On the same builtin photos, in one process, milliseconds per image of
   (a) reference   felzenszwalb + hierarchical merging and adaptive colouring written the plain
                   way (written here): per-region boolean masks for statistics, neighbours and
                   colours, Python loops over regions and pairs, label image rewritten per merge;
-  (b) felzenszwalb  cartoon.superpixel's vectorised version of the same algorithm;
-  (c) slic          cartoon.superpixel's default (SLIC regions painted with their mean);
-and the speed-up of (b) over (a). felzenszwalb(scale=10, min_size=100) gives about 70-180
+  (b) felzenszwalb  cartoon.superpixel's vectorised version of the same algorithm (CPU);
+  (c) slic          cartoon.superpixel's default: SLIC batched in torch on --device (the whole
+                    batch in one call, as training runs it; CUDA when available);
+  (d) skimage slic  what the reference code runs by default, one image at a time on the CPU;
+and the speed-ups. felzenszwalb(scale=10, min_size=100) gives about 70-180
 regions on 256 px builtin photos, so at 200 segments nothing merges; smaller targets time the
 merge loop too. Outputs of (a) and (b) are compared (they may differ where similarity ties
 are broken differently).
@@ -18,15 +20,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
-from skimage.segmentation import felzenszwalb
+import torch
+from skimage.segmentation import felzenszwalb, slic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.timing import per_image_ms  # noqa: E402
 from cartoon.data.builtin import builtin_items  # noqa: E402
-from cartoon.superpixel import HIST_BINS, STD_HIGH, STD_LOW, structure_image  # noqa: E402
+from cartoon.superpixel import HIST_BINS, STD_HIGH, STD_LOW, felzenszwalb_image, structure  # noqa: E402
 
 
 def reference_felzenszwalb(image: np.ndarray, n_segments: int) -> np.ndarray:
@@ -97,27 +101,52 @@ def reference_felzenszwalb(image: np.ndarray, n_segments: int) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--segments", default="200,50", help="comma-separated n_segments values")
+    parser.add_argument("--repeats", type=int, default=3, help="passes per measurement; the best is reported")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device of the batched SLIC")
     args = parser.parse_args()
+    device = torch.device(args.device)
     images = [image for _, image in builtin_items("photo", args.images, args.size, 0)]
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
     counts = [len(np.unique(felzenszwalb(image, scale=10, sigma=0.8, min_size=100, channel_axis=-1))) for image in images]
-    print(f"{args.images} builtin photos, {args.size}x{args.size}; felzenszwalb regions before merging: {counts}")
+    print(f"{args.images} builtin photos, {args.size}x{args.size}, torch threads {torch.get_num_threads()}, batched SLIC on {device}")
+    print(f"felzenszwalb regions before merging: {counts}")
+
+    def batched_slic(n_segments: int) -> float:
+        """ms per image of the whole batch in one call (the way training runs it), best of the repeats."""
+        def run() -> torch.Tensor:
+            out = structure(batch, "slic", n_segments)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            return out
+
+        run()  # warm-up (CUDA kernels, allocator)
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return 1000 * min(times) / len(images)
+
+    repeats = args.repeats
     for n_segments in (int(value) for value in args.segments.split(",")):
-        ref_ms, ref = per_image_ms(lambda image: reference_felzenszwalb(image, n_segments), images)
-        fz_ms, fz = per_image_ms(lambda image: structure_image(image, "felzenszwalb", n_segments), images)
-        slic_ms, _ = per_image_ms(lambda image: structure_image(image, "slic", n_segments), images)
-        fz_only_ms, _ = per_image_ms(lambda image: felzenszwalb(image, scale=10, sigma=0.8, min_size=100, channel_axis=-1), images)
+        ref_ms, ref = per_image_ms(lambda image: reference_felzenszwalb(image, n_segments), images, repeats)
+        fz_ms, fz = per_image_ms(lambda image: felzenszwalb_image(image, n_segments), images, repeats)
+        fz_only_ms, _ = per_image_ms(lambda image: felzenszwalb(image, scale=10, sigma=0.8, min_size=100, channel_axis=-1), images, repeats)
+        skimage_slic_ms, _ = per_image_ms(
+            lambda image: slic(image, n_segments=n_segments, compactness=10, sigma=1, start_label=0, channel_axis=-1), images, repeats
+        )
+        slic_ms = batched_slic(n_segments)
         same = np.mean([np.mean(np.all(a == b, axis=-1)) for a, b in zip(ref, fz)])
         print(f"n_segments {n_segments}")
-        print(f"  (a) reference felzenszwalb  {ref_ms:9.2f} ms/image")
-        print(f"  (b) felzenszwalb            {fz_ms:9.2f} ms/image")
-        print(f"  (c) slic                    {slic_ms:9.2f} ms/image")
-        print(f"  speed-up (b) over (a)       {ref_ms / fz_ms:9.1f} x   ({same:.2%} of pixels identical)")
-        print(f"  of which skimage felzenszwalb (shared by (a) and (b)): {fz_only_ms:.2f} ms/image")
-        print(f"  merging + colouring alone: (a) {ref_ms - fz_only_ms:.2f}, (b) {fz_ms - fz_only_ms:.2f} ms/image, "
-              f"speed-up {(ref_ms - fz_only_ms) / max(fz_ms - fz_only_ms, 1e-9):.1f} x")
+        print(f"  (a) reference felzenszwalb + merging     {ref_ms:9.2f} ms/image")
+        print(f"  (b) ours, felzenszwalb + merging         {fz_ms:9.2f} ms/image   {ref_ms / fz_ms:6.1f} x (a)   ({same:.2%} of pixels identical)")
+        print(f"  (c) ours, slic batched on {device.type:<4}           {slic_ms:9.2f} ms/image   {ref_ms / slic_ms:6.1f} x (a)   {skimage_slic_ms / slic_ms:5.1f} x (d)")
+        print(f"  (d) scikit-image slic (reference default) {skimage_slic_ms:9.2f} ms/image   {ref_ms / skimage_slic_ms:6.1f} x (a)")
+        print(f"  skimage felzenszwalb alone (in (a) and (b)): {fz_only_ms:.2f} ms/image; merging + colouring alone: "
+              f"(a) {ref_ms - fz_only_ms:.2f}, (b) {fz_ms - fz_only_ms:.2f} ms/image")
 
 
 if __name__ == "__main__":

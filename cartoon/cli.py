@@ -113,7 +113,7 @@ def gray(
         console.print(f"gray: {count} images written to {out / name}")
 
 
-def _phase(phase: str, params_path: Path, sets: dict[str, Path], model_dir: Path,
+def _phase(phase: str, params_path: Path, sets: dict[str, Path | None], model_dir: Path,
            reports: Path, checkpoint: Path, init: Path | None) -> None:
     """Run a training phase; ``sets`` maps every image-set name to its folder (methods pick theirs)."""
     from cartoon.training import PhaseOutputs, run_phase
@@ -127,6 +127,8 @@ CartoonsOption = Annotated[Path, typer.Option(help="cartoon images")]
 SmoothedOption = Annotated[Path, typer.Option(help="edge-smoothed cartoon images")]
 CartoonsGrayOption = Annotated[Path, typer.Option(help="grayscale cartoon images (methods that use them)")]
 SmoothedGrayOption = Annotated[Path, typer.Option(help="grayscale edge-smoothed cartoons (methods that use them)")]
+FacePhotosOption = Annotated[Path | None, typer.Option(help="face photos, drawn for every face_every-th batch of this phase (empty folder: none)")]
+FaceCartoonsOption = Annotated[Path | None, typer.Option(help="face cartoons, paired with --face-photos batches (empty folder: none)")]
 
 
 @app.command()
@@ -137,13 +139,16 @@ def pretrain(
     smoothed: SmoothedOption = Path("data/smoothed"),
     cartoons_gray: CartoonsGrayOption = Path("data/gray/cartoon"),
     smoothed_gray: SmoothedGrayOption = Path("data/gray/smooth"),
+    face_photos: FacePhotosOption = None,
+    face_cartoons: FaceCartoonsOption = None,
     out: Annotated[Path, typer.Option(help="folder for generator.safetensors + generator.json")] = Path("models/pretrain"),
     reports: Annotated[Path, typer.Option(help="folder for metrics.json, losses.csv, mlflow_run.json")] = Path("reports/pretrain"),
     checkpoint: Annotated[Path, typer.Option(help="resumable state; resumed if inputs and params are unchanged")] = Path("checkpoints/pretrain.pt"),
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Initialisation phase: train the generator on the content loss alone (resumes after a kill)."""
-    sets = {"photo": photos, "cartoon": cartoons, "smooth": smoothed, "cartoon_gray": cartoons_gray, "smooth_gray": smoothed_gray}
+    sets = {"photo": photos, "cartoon": cartoons, "smooth": smoothed, "cartoon_gray": cartoons_gray, "smooth_gray": smoothed_gray,
+            "face_photo": face_photos, "face_cartoon": face_cartoons}
     _phase("pretrain", params, sets, out, reports, checkpoint, None)
 
 
@@ -155,6 +160,8 @@ def train(
     smoothed: SmoothedOption = Path("data/smoothed"),
     cartoons_gray: CartoonsGrayOption = Path("data/gray/cartoon"),
     smoothed_gray: SmoothedGrayOption = Path("data/gray/smooth"),
+    face_photos: FacePhotosOption = None,
+    face_cartoons: FaceCartoonsOption = None,
     init: Annotated[Path, typer.Option(help="pretrained generator folder")] = Path("models/pretrain"),
     out: Annotated[Path, typer.Option(help="folder for generator.safetensors + generator.json")] = Path("models/train"),
     reports: Annotated[Path, typer.Option(help="folder for metrics.json, losses.csv, mlflow_run.json")] = Path("reports/train"),
@@ -162,7 +169,8 @@ def train(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Adversarial training of the selected method; logs to MLflow and registers the generator."""
-    sets = {"photo": photos, "cartoon": cartoons, "smooth": smoothed, "cartoon_gray": cartoons_gray, "smooth_gray": smoothed_gray}
+    sets = {"photo": photos, "cartoon": cartoons, "smooth": smoothed, "cartoon_gray": cartoons_gray, "smooth_gray": smoothed_gray,
+            "face_photo": face_photos, "face_cartoon": face_cartoons}
     _phase("train", params, sets, out, reports, checkpoint, init)
 
 

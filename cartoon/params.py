@@ -72,6 +72,9 @@ class LoopParams(Section):
     sample_every: int = Field(100, ge=1, description="steps between sample grids")
     checkpoint_every: int = Field(100, ge=1, description="steps between resumable checkpoints")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch (smoke runs)")
+    face_every: int = Field(
+        5, ge=0, description="when face sets have images, every Nth batch is drawn from them (White-box: 5); 0 = never"
+    )
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")

@@ -1,12 +1,13 @@
-"""Structure representation of White-box cartoonization: superpixel images (numpy / scikit-image).
+"""Structure representation of White-box cartoonization: superpixel images.
 
 Wang and Yu (CVPR 2020) extract the "structure" of an image by segmenting it into superpixels
 and painting each region with one colour; the generator's output is pulled (in VGG feature
 space) towards that flat-shaded version of itself. Two segmentations:
 
 ``slic`` (default; the reference code's ``simple_superpixel``)
-    ``skimage.segmentation.slic(n_segments=200, compactness=10, sigma=1, convert2lab=True,
-    start_label=0)``, each region painted with its mean colour.
+    SLIC with 200 segments, compactness 10, sigma 1, in Lab, each region painted with its mean
+    colour: the reference calls scikit-image on the CPU; here ``slic_tensor`` runs the same
+    k-means batched in torch on the training device, so the step never leaves the GPU.
 
 ``felzenszwalb`` (the paper's "selective search" variant)
     ``skimage.segmentation.felzenszwalb(scale=10, sigma=0.8, min_size=100)``, then adjacent
@@ -17,7 +18,7 @@ space) towards that flat-shaded version of itself. Two segmentations:
     std < 20 -> mean, std > 40 -> median, in between the linear blend
     (1 - alpha) mean + alpha median, alpha = (std - 20) / 20.
 
-Everything per region is vectorised over the label image (``np.bincount``; medians from one
+For felzenszwalb, everything per region is vectorised over the label image (``np.bincount``; medians from one
 counting sort of (label, value) keys, the values being uint8); the merge loop runs on
 region-level arrays with a heap, never touching pixels. Deviations from the reference, kept on
 purpose: neighbours are regions that share a pixel edge (4-connectivity) rather than regions
@@ -28,12 +29,15 @@ out, and the histograms are taken in RGB.
 from __future__ import annotations
 
 import heapq
+import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
+import torch
 from scipy import ndimage
-from skimage.segmentation import felzenszwalb, slic
+from skimage.segmentation import felzenszwalb
+from torch.nn import functional as F
 
 SuperpixelMethod = Literal["slic", "felzenszwalb"]
 HIST_BINS = 25  # per channel, as in selective search
@@ -198,38 +202,139 @@ def merge_regions(labels: np.ndarray, image: np.ndarray, n_segments: int) -> np.
     return compact_labels(root[labels])[0]
 
 
+# --- SLIC on tensors -------------------------------------------------------------------------
+
+# sRGB (D65) -> XYZ, and the D65 white point: the constants scikit-image's rgb2lab uses.
+_RGB_TO_XYZ = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227))
+_WHITE = (0.95047, 1.0, 1.08883)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """N,3,H,W sRGB in [0, 1] -> CIE Lab (L in [0, 100]), on the tensor's device."""
+    linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    matrix = torch.tensor(_RGB_TO_XYZ, dtype=rgb.dtype, device=rgb.device)
+    white = torch.tensor(_WHITE, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+    xyz = torch.einsum("ij,njhw->nihw", matrix, linear) / white
+    f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
+    return torch.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], dim=1)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian, reflect borders, truncated at 4 sigma (scipy's default)."""
+    radius = int(4 * sigma + 0.5)
+    if radius == 0:
+        return images
+    taps = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    c = images.shape[1]
+    x = F.pad(images, (radius, radius, 0, 0), mode="reflect")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    x = F.pad(x, (0, 0, radius, radius), mode="reflect")
+    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def slic_tensor(
+    images: torch.Tensor, n_segments: int = 200, compactness: float = 10.0, iterations: int = 10, sigma: float = 1.0
+) -> tuple[torch.Tensor, int]:
+    """SLIC superpixel labels of an N,3,H,W batch in [-1, 1]: (N,H,W int64 in 0..K-1, K).
+
+    Achanta et al. (TPAMI 2012) as scikit-image runs it (Lab, Gaussian sigma on Lab, distance
+    |lab - c|^2 / m^2 + |xy - c|^2 / S^2, 10 k-means iterations), batched on the images' device:
+    the image is cut into S x S cells (S = ceil(sqrt(HW / n_segments)), padded at the far
+    borders), each cell starts one cluster at its mean, and every pixel chooses among the
+    clusters of its own and the 8 surrounding cells (SLIC's 2S x 2S search window) with one
+    batched matmul. Unlike scikit-image, disconnected pieces of a cluster are not relabelled
+    (a label may cover a few islands); painting still gives one colour per label.
+    """
+    n, _, h, w = images.shape
+    step = math.ceil(math.sqrt(h * w / n_segments))
+    gh, gw = math.ceil(h / step), math.ceil(w / step)
+    k, cell = gh * gw, step * step
+    dtype, device = torch.float32, images.device
+    lab = rgb_to_lab((images.detach().to(dtype).clamp(-1, 1) + 1) / 2)
+    lab = gaussian_blur(lab, sigma) if sigma > 0 else lab
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=dtype, device=device), torch.arange(w, dtype=dtype, device=device), indexing="ij")
+    features = torch.cat([lab / compactness, torch.stack([ys, xs]).expand(n, 2, h, w) / step], dim=1)
+    pad = (0, gw * step - w, 0, gh * step - h)
+    valid = F.pad(torch.ones(1, 1, h, w, dtype=dtype, device=device), pad)
+
+    def cells(x: torch.Tensor) -> torch.Tensor:  # N,C,gh*S,gw*S -> N,gh,gw,S*S,C
+        return x.view(x.shape[0], x.shape[1], gh, step, gw, step).permute(0, 2, 4, 3, 5, 1).reshape(x.shape[0], gh, gw, cell, x.shape[1])
+
+    pixels = cells(F.pad(features, pad, mode="replicate"))
+    weight = cells(valid).expand(n, gh, gw, cell, 1)
+    # Distance as one matmul: [f, 1] . [-2c, |c|^2 (+inf for a neighbour outside the grid)].
+    augmented = torch.cat([pixels, torch.ones_like(pixels[..., :1])], dim=-1)
+    row, col = torch.meshgrid(torch.arange(gh, device=device), torch.arange(gw, device=device), indexing="ij")
+    offsets = torch.tensor([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)], device=device)
+    near_row, near_col = row[..., None] + offsets[:, 0], col[..., None] + offsets[:, 1]
+    inside = (near_row >= 0) & (near_row < gh) & (near_col >= 0) & (near_col < gw)
+    neighbours = near_row.clamp(0, gh - 1) * gw + near_col.clamp(0, gw - 1)  # gh,gw,9
+    outside = torch.where(inside, 0.0, math.inf).to(dtype)
+    weighted = (pixels * weight).reshape(-1, 5)
+    counts_weight = weight.reshape(-1)
+    centres = ((pixels * weight).sum(3) / weight.sum(3).clamp_min(1)).reshape(n, k, 5)
+    offset = (torch.arange(n, device=device) * k).view(n, 1, 1, 1)
+    labels = neighbours[..., 4:5].expand(n, gh, gw, cell)  # each pixel in its own cell
+    for _ in range(iterations):
+        candidates = centres[:, neighbours]  # N,gh,gw,9,5
+        coefficients = torch.cat([-2 * candidates, (candidates * candidates).sum(-1, keepdim=True) + outside[..., None]], dim=-1)
+        choice = torch.matmul(augmented, coefficients.transpose(-1, -2)).argmin(-1)  # N,gh,gw,S*S
+        labels = torch.gather(neighbours.expand(n, gh, gw, 9), 3, choice)
+        index = (labels + offset).reshape(-1)
+        sums = torch.zeros(n * k, 5, dtype=dtype, device=device).index_add_(0, index, weighted)
+        counts = torch.zeros(n * k, dtype=dtype, device=device).index_add_(0, index, counts_weight)
+        centres = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres.reshape(n * k, 5)).view(n, k, 5)
+    pixel_labels = labels.reshape(n, gh, gw, step, step).permute(0, 1, 3, 2, 4).reshape(n, gh * step, gw * step)
+    return pixel_labels[:, :h, :w].contiguous(), k
+
+
+def paint_mean(images: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Every pixel of an N,C,H,W batch takes the mean colour of its label (labels N,H,W in 0..k-1)."""
+    n, c, h, w = images.shape
+    index = (labels + (torch.arange(n, device=images.device) * k).view(n, 1, 1)).reshape(-1)
+    values = images.permute(0, 2, 3, 1).reshape(-1, c)
+    sums = torch.zeros(n * k, c, dtype=images.dtype, device=images.device).index_add_(0, index, values)
+    counts = torch.bincount(index, minlength=n * k).clamp_min(1).to(images.dtype)
+    return (sums / counts[:, None])[index].view(n, h, w, c).permute(0, 3, 1, 2)
+
+
 # --- structure representations --------------------------------------------------------------
-
-
-def slic_labels(image: np.ndarray, n_segments: int = 200) -> np.ndarray:
-    return slic(image, n_segments=n_segments, compactness=10, sigma=1, convert2lab=True, start_label=0, channel_axis=-1)
 
 
 def felzenszwalb_labels(image: np.ndarray, n_segments: int = 200) -> np.ndarray:
     return merge_regions(felzenszwalb(image, scale=10, sigma=0.8, min_size=100, channel_axis=-1), image, n_segments)
 
 
-def structure_image(image: np.ndarray, method: SuperpixelMethod = "slic", n_segments: int = 200) -> np.ndarray:
-    """The superpixel image of one HxWx3 uint8 image (uint8, one colour per region)."""
+def felzenszwalb_image(image: np.ndarray, n_segments: int = 200) -> np.ndarray:
+    """Selective-search superpixels of one HxWx3 uint8 image, adaptively coloured (uint8)."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 image, got {image.dtype} {image.shape}")
-    if method == "slic":
-        labels, n = compact_labels(slic_labels(image, n_segments))
-        return paint(labels, region_stats(labels, image, n)["mean"])
-    if method == "felzenszwalb":
-        labels = felzenszwalb_labels(image, n_segments)
-        stats = region_stats(labels, image)
-        return paint(labels, adaptive_colours(stats["mean"], stats["std"], stats["median"]))
-    raise ValueError(f"unknown superpixel method {method!r} (use slic or felzenszwalb)")
+    labels = felzenszwalb_labels(image, n_segments)
+    stats = region_stats(labels, image)
+    return paint(labels, adaptive_colours(stats["mean"], stats["std"], stats["median"]))
 
 
-def structure(image_batch: np.ndarray, method: SuperpixelMethod = "slic", n_segments: int = 200, workers: int = 4) -> np.ndarray:
-    """Superpixel images of an N,H,W,3 uint8 batch, images spread over ``workers`` threads."""
-    if image_batch.ndim != 4:
-        raise ValueError(f"expected an N,H,W,3 batch, got shape {image_batch.shape}")
-    if workers <= 1 or len(image_batch) <= 1:
-        outputs = [structure_image(image, method, n_segments) for image in image_batch]
-    else:
-        with ThreadPoolExecutor(max_workers=min(workers, len(image_batch))) as pool:
-            outputs = list(pool.map(lambda image: structure_image(image, method, n_segments), image_batch))
-    return np.stack(outputs)
+def structure(images: torch.Tensor, method: SuperpixelMethod = "slic", n_segments: int = 200, workers: int = 4) -> torch.Tensor:
+    """Superpixel images of an N,3,H,W batch in [-1, 1], same device and dtype, no gradient.
+
+    ``slic`` runs batched on the images' device; ``felzenszwalb`` runs on the CPU on uint8
+    copies, images spread over ``workers`` threads (scikit-image releases the GIL in parts).
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected an N,3,H,W batch, got shape {tuple(images.shape)}")
+    with torch.no_grad():
+        if method == "slic":
+            labels, k = slic_tensor(images, n_segments)
+            return paint_mean(images.detach().clamp(-1, 1), labels, k)
+        if method != "felzenszwalb":
+            raise ValueError(f"unknown superpixel method {method!r} (use slic or felzenszwalb)")
+        batch = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        if workers <= 1 or len(batch) <= 1:
+            outputs = [felzenszwalb_image(image, n_segments) for image in batch]
+        else:
+            with ThreadPoolExecutor(max_workers=min(workers, len(batch))) as pool:
+                outputs = list(pool.map(lambda image: felzenszwalb_image(image, n_segments), batch))
+        result = torch.from_numpy(np.stack(outputs)).to(images.device).permute(0, 3, 1, 2)
+        return result.to(images.dtype) / 127.5 - 1

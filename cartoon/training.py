@@ -32,12 +32,12 @@ from cartoon.inference import to_uint8
 from cartoon.methods import get_method
 from cartoon.methods.base import Method, NonFiniteLoss, Phase
 from cartoon.params import LoopParams, Params
-from cartoon.progress import progress
+from cartoon.progress import console, progress
 from cartoon.vgg import load_vgg
 
 # Loop settings that change what is computed; the others (logging cadence, device) do not
 # invalidate a checkpoint.
-_RESULT_KEYS = ("epochs", "batch_size", "max_steps_per_epoch", "seed")
+_RESULT_KEYS = ("epochs", "batch_size", "max_steps_per_epoch", "seed", "face_every")
 SAMPLE_COUNT = 4
 
 
@@ -59,12 +59,15 @@ class ImageSet:
         return self.images[index].to(device).float().div_(127.5).sub_(1.0)
 
 
-def load_image_set(folder: Path, label: str) -> ImageSet:
-    """All images of a folder as one uint8 tensor; they must share one size (the resize stage's)."""
+def load_image_set(folder: Path, label: str, allow_empty: bool = False) -> ImageSet | None:
+    """All images of a folder as one uint8 tensor; they must share one size (the resize stage's).
+    An empty folder is an error unless ``allow_empty`` (then None)."""
     if not folder.is_dir():
         raise UsageError(f"{label} folder not found: {folder}")
     files = list_images(folder)
     if not files:
+        if allow_empty:
+            return None
         raise RuntimeFailure(f"no images in {label} folder {folder}")
     arrays = [read_rgb(path) for path in files]
     shapes = {a.shape for a in arrays}
@@ -72,6 +75,28 @@ def load_image_set(folder: Path, label: str) -> ImageSet:
         raise RuntimeFailure(f"{label} images in {folder} differ in size {sorted(shapes)}; run the resize stage")
     stacked = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return ImageSet([p.stem for p in files], stacked)
+
+
+def load_face_sets(data: dict[str, Path], needed: tuple[str, ...], every: int) -> dict[str, ImageSet]:
+    """``face_<set>`` for every set a phase needs, or {} when faces are off, not given or empty.
+
+    White-box (Wang and Yu 2020) mixes a face batch into the scenery batches; the resize stage
+    always writes the face folders, empty when sources.yaml has no face source. Turning faces
+    off is said out loud, never silent.
+    """
+    given = {name: data[f"face_{name}"] for name in needed if data.get(f"face_{name}") is not None}
+    if every == 0 or not given:
+        return {}
+    loaded = {name: load_image_set(folder, f"face_{name}", allow_empty=True) for name, folder in given.items()}
+    present = {name: image_set for name, image_set in loaded.items() if image_set is not None}
+    if not present:
+        console.print("faces: the face folders are empty; training on the other images only")
+        return {}
+    lacking = [f"face_{name}" for name in needed if name not in present]
+    if lacking:
+        console.print(f"faces: ignored, this phase also needs {', '.join(lacking)}, which has no images or was not given")
+        return {}
+    return {f"face_{name}": image_set for name, image_set in present.items()}
 
 
 def pick_device(choice: str) -> torch.device:
@@ -113,6 +138,15 @@ def _fingerprint(phase: str, params: Params, loop: LoopParams, data: str, init_d
 def _epoch_order(n: int, seed: int, epoch: int, salt: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7919 + salt)
     return torch.randperm(n, generator=generator)
+
+
+def _epoch_orders(
+    group: dict[str, ImageSet], prefix: str, style_sets: list[str], seed: int, epoch: int, salt: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Shuffles of one epoch for a group of sets (scenery, or faces with ``prefix`` face_): photos, and the style sets together."""
+    photo = _epoch_order(len(group[f"{prefix}photo"].names), seed, epoch, salt)
+    style = _epoch_order(len(group[prefix + style_sets[0]].names), seed, epoch, salt + 1) if style_sets else None
+    return photo, style
 
 
 def _sample_grid(method: Method, photos: torch.Tensor) -> np.ndarray:
@@ -166,10 +200,12 @@ def run_phase(
     torch.manual_seed(loop.seed)
 
     sets = {name: load_image_set(data[name], name) for name in method_cls.sets[phase]}
+    faces = load_face_sets(data, method_cls.sets[phase], loop.face_every)
     style_sets = [name for name in sets if name != "photo"]  # drawn together: index-aligned, file by file
-    for name in style_sets[1:]:
-        if sets[name].names != sets[style_sets[0]].names:
-            raise RuntimeFailure(f"image set {name} does not match {style_sets[0]} file by file; re-run the stages making them")
+    for group in (style_sets, [f"face_{name}" for name in style_sets] if faces else []):
+        for name in group[1:]:
+            if (faces | sets)[name].names != (faces | sets)[group[0]].names:
+                raise RuntimeFailure(f"image set {name} does not match {group[0]} file by file; re-run the stages making them")
     features = load_vgg(params.vgg, method_cls.content_layer)
     method = method_cls(params.method_params(), features, device)
     init_digest = ""
@@ -187,7 +223,7 @@ def run_phase(
         steps_per_epoch = min(steps_per_epoch, loop.max_steps_per_epoch)
     total_steps = steps_per_epoch * loop.epochs
     method.setup(phase, loop.epochs, steps_per_epoch)
-    data_sha = data_digest(sets)
+    data_sha = data_digest(sets | faces)
     fingerprint = _fingerprint(phase, params, loop, data_sha, init_digest, features.source)
 
     state = {"global_step": 0, "history": [], "run_id": None, "seconds": 0.0}
@@ -206,7 +242,8 @@ def run_phase(
         state["run_id"] = run.info.run_id
         resumed = state["global_step"] > 0
         if not resumed:
-            tracking.log_params({**params.flat(), **method.derived_params()})
+            face_images = len(faces["face_photo"].names) if faces else 0
+            tracking.log_params({**params.flat(), **method.derived_params(), "data.face_photos": face_images})
             mlflow.set_tags(tracking.run_tags(phase, method_cls.name, data_sha, features.source))
 
         def save_checkpoint() -> None:
@@ -218,7 +255,6 @@ def run_phase(
         started = time.monotonic()
         seconds_before = state["seconds"]
         last: dict[str, float] = {}
-        n_style = len(sets[style_sets[0]].names) if style_sets else 0
         orders_epoch = -1
         grid = None
         with progress() as bar:
@@ -227,14 +263,20 @@ def run_phase(
                 step = state["global_step"]
                 epoch, index = divmod(step, steps_per_epoch)
                 if orders_epoch != epoch:  # shuffles depend on (seed, epoch) only, so a resume rebuilds them
-                    photo_order = _epoch_order(n_photos, loop.seed, epoch, 0)
-                    style_order = _epoch_order(n_style, loop.seed, epoch, 1) if style_sets else None
+                    orders = {prefix: _epoch_orders(group, prefix, style_sets, loop.seed, epoch, salt)
+                              for prefix, group, salt in (("", sets, 0), ("face_", faces, 2)) if group}
                     orders_epoch = epoch
-                positions = torch.arange(index * loop.batch_size, (index + 1) * loop.batch_size)
-                batch = {"photo": sets["photo"].batch(photo_order[positions % n_photos], device)}
+                if faces and (index + 1) % loop.face_every == 0:  # every face_every-th batch: faces
+                    prefix, group, draw = "face_", faces, index // loop.face_every
+                else:  # scenery batches continue where the previous one stopped
+                    prefix, group = "", sets
+                    draw = index - (index + 1) // loop.face_every if faces else index
+                positions = torch.arange(draw * loop.batch_size, (draw + 1) * loop.batch_size)
+                photo_order, style_order = orders[prefix]
+                batch = {"photo": group[f"{prefix}photo"].batch(photo_order[positions % len(photo_order)], device)}
                 if style_sets:
-                    pick = style_order[positions % n_style]
-                    batch.update({name: sets[name].batch(pick, device) for name in style_sets})
+                    pick = style_order[positions % len(style_order)]
+                    batch.update({name: group[prefix + name].batch(pick, device) for name in style_sets})
                 try:
                     losses = method.step(phase, batch)
                 except NonFiniteLoss as exc:

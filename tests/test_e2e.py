@@ -100,23 +100,35 @@ def test_experiment_with_changed_loss_weight(repo):
     assert (runs["tags.data.sha256"].nunique()) == 1  # both saw exactly the same training images
 
 
-def test_switch_method_with_one_key(repo):
-    out = _run(["dvc", "exp", "run", "-S", "model.name=animeganv2"], repo)
+SWITCHES = {
+    "animeganv2": (("g_adv", "content", "style", "colour", "tv", "d_real", "d_fake", "d_gray", "d_smooth"),
+                   ("animeganv2.train.resolved.colour", "15.0")),  # the Hayao preset
+    "whitebox": (("d_surface", "d_texture", "g_surface", "g_texture", "content", "structure", "tv", "g_total"),
+                 ("whitebox.train.superpixel", "slic")),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", sorted(SWITCHES))
+def test_switch_method_with_one_key(repo, method):
+    terms, (param, value) = SWITCHES[method]
+    out = _run(["dvc", "exp", "run", "-S", f"model.name={method}"], repo)
     assert "Running stage 'pretrain'" in out and "Running stage 'train'" in out
     assert "Running stage 'crawl'" not in out and "Running stage 'gray'" not in out  # the data is shared
     record = json.loads((repo / "reports/train/mlflow_run.json").read_text())
-    assert record["registered_model"] == "cartoon-animeganv2"
+    assert record["registered_model"] == f"cartoon-{method}"
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     run = mlflow.get_run(record["run_id"])
-    assert run.data.tags["method"] == "animeganv2"
-    for term in ("g_adv", "content", "style", "colour", "tv", "d_real", "d_fake", "d_gray", "d_smooth"):
+    assert run.data.tags["method"] == method
+    for term in terms:
         assert f"loss/{term}" in run.data.metrics
     assert "eval/style/flatness" in run.data.metrics
-    assert run.data.params["animeganv2.train.resolved.colour"] == "15.0"  # the Hayao preset
+    assert run.data.params[param] == value
     methods = set(mlflow.search_runs(experiment_names=["tests"])["tags.method"])
-    assert methods >= {"cartoongan", "animeganv2"}
+    assert methods >= {"cartoongan", method}
     metrics = json.loads((repo / "reports/evaluate/metrics.json").read_text())
     assert set(metrics["style"]) == {"edge_density", "colour_count", "flatness"}
+    shown = _run(["dvc", "exp", "show", "--csv"], repo)
+    assert f",{method}," in shown and ",cartoongan," in shown  # side by side in dvc exp show
 
 
 def test_evaluate_by_hand_on_new_photos(repo, tmp_path):

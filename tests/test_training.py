@@ -126,3 +126,59 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(project, monkeypat
     weights = saved["method"]["net.generator"]
     assert all(torch.isfinite(t).all() for t in weights.values())
     assert not (project / "models/pretrain").exists()
+
+
+def _constant_images(folder, count, value):
+    import numpy as np
+
+    from cartoon.data.imageio import write_png
+
+    for index in range(count):
+        write_png(folder / f"{value}-{index}.png", np.full((32, 32, 3), value, np.uint8))
+
+
+def _record_batches(monkeypatch):
+    """Mean photo and cartoon value of every training batch the method is given."""
+    from cartoon.methods.whitebox import WhiteBox
+
+    seen = []
+    original = WhiteBox.step
+
+    def spy(self, phase, batch):
+        seen.append({name: round(float(images.mean()), 3) for name, images in batch.items()})
+        return original(self, phase, batch)
+
+    monkeypatch.setattr(WhiteBox, "step", spy)
+    return seen
+
+
+def test_face_batches_every_nth_batch(project, monkeypatch):
+    """White-box's data mix: with face sets, every face_every-th batch is faces (photo and cartoon)."""
+    for folder, value in (("photo", 10), ("cartoon", 60), ("face_photo", 200), ("face_cartoon", 250)):
+        _constant_images(project / f"flat_{folder}", 8, value)
+    data = {name: project / f"flat_{name}" for name in ("photo", "cartoon", "face_photo", "face_cartoon")}
+    write_params(project / "params.yaml", model={"name": "whitebox"},
+                 train={"epochs": 2, "batch_size": 2, "face_every": 3, "sample_every": 100})  # fmt: skip
+    params = load_params("params.yaml")
+    seen = _record_batches(monkeypatch)
+    run_phase("train", params, data, _outputs(project, "train"))
+    scale = lambda value: round(value / 127.5 - 1, 3)  # noqa: E731
+    kinds = ["face" if batch["photo"] == scale(200) else "scene" for batch in seen]
+    assert kinds == ["scene", "scene", "face", "scene"] * 2  # 8 photos / batch 2 = 4 steps per epoch
+    assert all(batch["cartoon"] == scale(250 if kind == "face" else 60) for batch, kind in zip(seen, kinds))
+    run = mlflow.get_run(json.loads((project / "reports/train/mlflow_run.json").read_text())["run_id"])
+    assert run.data.params["data.face_photos"] == "8" and run.data.params["train.face_every"] == "3"
+
+
+def test_empty_face_folders_train_on_scenery_and_say_so(project, monkeypatch, capsys):
+    for folder, value in (("photo", 10), ("cartoon", 60)):
+        _constant_images(project / f"flat_{folder}", 4, value)
+    (project / "no_faces").mkdir()
+    (project / "no_faces" / "EMPTY.txt").write_text("none\n")
+    data = {"photo": project / "flat_photo", "cartoon": project / "flat_cartoon",
+            "face_photo": project / "no_faces", "face_cartoon": project / "no_faces"}  # fmt: skip
+    write_params(project / "params.yaml", model={"name": "whitebox"}, train={"epochs": 1, "batch_size": 1, "face_every": 2})
+    seen = _record_batches(monkeypatch)
+    run_phase("train", load_params("params.yaml"), data, _outputs(project, "train"))
+    assert len(seen) == 4 and all(batch["photo"] == round(10 / 127.5 - 1, 3) for batch in seen)
+    assert "face folders are empty" in capsys.readouterr().err

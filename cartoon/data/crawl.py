@@ -55,7 +55,7 @@ class _SourceBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str | None = None
-    domain: Literal["photo", "cartoon"]
+    domain: Literal["photo", "cartoon", "face_photo", "face_cartoon"]
     licence: str = ""
 
 

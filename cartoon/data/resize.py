@@ -1,7 +1,9 @@
 """The ``resize`` stage: crawled images -> square training PNGs, with a stable photo train/test split.
 
 Layout: ``<out>/photo/train/<item_id>.png``, ``<out>/photo/test/<item_id>.png``,
-``<out>/cartoon/train/<item_id>.png`` and ``<out>/manifest.csv``.
+``<out>/cartoon/train/<item_id>.png``, ``<out>/face_photo/train/``, ``<out>/face_cartoon/train/``
+and ``<out>/manifest.csv``. Only photos are held out; the face folders (White-box's face
+batches) always exist so the training stages can depend on them, with a note file when empty.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ MANIFEST_COLUMNS = [
     "item_id", "domain", "split", "sha256", "source", "origin",
     "width", "height", "status", "reason", "path",
 ]  # fmt: skip
-DOMAINS = ("photo", "cartoon")
+DOMAINS = ("photo", "cartoon")  # both needed for training
+FACE_DOMAINS = ("face_photo", "face_cartoon")  # optional
+EMPTY_NOTE = "EMPTY.txt"
 _NEEDED = ("item_id", "domain", "sha256", "source", "origin", "status", "path")
 
 
@@ -110,7 +114,7 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     crawled = _read_crawl_manifest(raw_dir)
-    usable = crawled[(crawled.status == "ok") & crawled.domain.isin(DOMAINS)]
+    usable = crawled[(crawled.status == "ok") & crawled.domain.isin(DOMAINS + FACE_DOMAINS)]
     rows = [
         {column: row[column] for column in ("item_id", "domain", "sha256", "source", "origin", "path")}
         | {"width": None, "height": None, "status": "ok", "reason": ""}
@@ -122,7 +126,7 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
     for row in rows:
         row["split"] = splits[row["item_id"]] if row["domain"] == "photo" else "train"
 
-    for domain in DOMAINS:
+    for domain in DOMAINS + FACE_DOMAINS:
         shutil.rmtree(out_dir / domain, ignore_errors=True)
     (out_dir / "manifest.csv").unlink(missing_ok=True)
 
@@ -138,6 +142,11 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
             bar.update(task, advance=1, status=f"{counts['ok']} ok, {counts['rejected']} rejected")
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    for domain in FACE_DOMAINS:
+        folder = out_dir / domain / "train"
+        if not folder.is_dir():  # DVC keeps no empty folder; a note keeps this one
+            folder.mkdir(parents=True)
+            (folder / EMPTY_NOTE).write_text(f"No {domain} images: sources.yaml has no usable {domain} source.\n")
     manifest = pd.DataFrame(done, columns=MANIFEST_COLUMNS).astype({"width": "Int64", "height": "Int64"})
     manifest = manifest.sort_values(["domain", "split", "item_id"], kind="stable", ignore_index=True)
     manifest.to_csv(out_dir / "manifest.csv", index=False, lineterminator="\n")
@@ -151,8 +160,9 @@ def summary(manifest: pd.DataFrame, size: int) -> str:
     ok = manifest[manifest.status == "ok"]
     photos = ok[ok.domain == "photo"]
     n_test = int((photos.split == "test").sum())
+    faces = "".join(f", {n} {domain}s" for domain in FACE_DOMAINS if (n := int((ok.domain == domain).sum())))
     return (
         f"resize: {len(photos)} photos ({len(photos) - n_test} train, {n_test} test), "
-        f"{int((ok.domain == 'cartoon').sum())} cartoons at {size}x{size}, "
+        f"{int((ok.domain == 'cartoon').sum())} cartoons{faces} at {size}x{size}, "
         f"{int((manifest.status == 'rejected').sum())} rejected"
     )

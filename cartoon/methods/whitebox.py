@@ -7,7 +7,8 @@ The output is pulled towards three "white-box" representations of cartoons:
             judged by the surface discriminator against the same filter of real cartoons;
   structure the superpixel image of the output (cartoon.superpixel: SLIC regions with their
             mean colour by default, or Felzenszwalb + selective-search merging + adaptive
-            colouring), used as a VGG target; computed on the CPU on uint8, no gradient;
+            colouring), used as a VGG target, no gradient; SLIC runs batched on the training
+            device, felzenszwalb on the CPU;
   texture   a random grayscale of the output, weights per batch r ~ U[0.199, 0.399],
             g ~ U[0.487, 0.687], b ~ U[0.014, 0.214], gray = (rR + gG + bB) / (r + g + b)
             (the reference divides by the weight sum, so the gray stays in [-1, 1]); the same
@@ -46,7 +47,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
@@ -90,7 +90,7 @@ class TrainParams(Section):
         "slic", description="structure segmentation: slic (regions painted with their mean) | felzenszwalb (selective-search merging, adaptive colouring) (paper code: slic)"
     )
     n_segments: int = Field(200, ge=1, description="superpixels per image (paper: 200)")
-    workers: int = Field(4, ge=1, description="threads computing the superpixel images of a batch")
+    workers: int = Field(4, ge=1, description="CPU threads computing felzenszwalb superpixel images of a batch (slic runs on the training device)")
 
 
 class WhiteBoxParams(MethodParams):
@@ -195,18 +195,6 @@ def _lsgan(scores: torch.Tensor, target: float) -> torch.Tensor:
     return (scores - target).pow(2).mean()
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[-1, 1] N,3,H,W tensor -> N,H,W,3 uint8 array on the CPU (clamped, rounded)."""
-    scaled = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return scaled.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def from_uint8(images: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """N,H,W,3 uint8 array -> [-1, 1] N,3,H,W tensor on ``device``."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)
-    return tensor.to(dtype) / 127.5 - 1
-
-
 # --- method ---------------------------------------------------------------------------------
 
 
@@ -246,10 +234,9 @@ class WhiteBox(Method):
         return raw if t.output_radius == 0 else guided_filter(photo, raw, t.output_radius, t.output_eps)
 
     def superpixels(self, images: torch.Tensor) -> torch.Tensor:
-        """Structure representation of a batch, computed on the CPU; no gradient."""
+        """Structure representation of a batch (no gradient)."""
         t = self.params.train
-        result = structure(to_uint8(images), t.superpixel, t.n_segments, t.workers)
-        return from_uint8(result, images.device, images.dtype)
+        return structure(images, t.superpixel, t.n_segments, t.workers)
 
     def step(self, phase: Phase, batch: Batch) -> dict[str, torch.Tensor]:
         photo = batch["photo"]
