@@ -37,6 +37,7 @@ class ResizeParams(Section):
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of photos held out")
     seed: int = 0
     max_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb cap (width*height)")
+    workers: int = Field(4, ge=1, le=64, description="concurrent decode + resize workers")
 
 
 class SmoothParams(Section):

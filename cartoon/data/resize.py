@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import shutil
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -132,7 +131,7 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
 
     done: list[dict] = []
     counts: Counter[str] = Counter()
-    with progress() as bar, ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+    with progress() as bar, ThreadPoolExecutor(max_workers=params.workers) as pool:
         task = bar.add_task("resize", total=len(rows), status="")
         futures = [pool.submit(_process, row, raw_dir, out_dir, params) for row in rows]
         for future in as_completed(futures):
