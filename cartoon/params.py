@@ -29,7 +29,18 @@ class CrawlParams(Section):
     retries: int = Field(3, ge=0, le=10, description="retries per URL after the first try")
     backoff_s: float = Field(0.5, ge=0, description="first retry delay; doubles each retry")
     max_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb cap (width*height)")
-    workers: int = Field(4, ge=1, le=64, description="concurrent downloads")
+    workers: int = Field(4, ge=1, le=64, description="concurrent downloads, decodes and frame encodes")
+    per_host: int = Field(2, ge=1, le=16, description="requests in flight per host at most")
+    host_delay_s: float = Field(0.5, ge=0, description="seconds between request starts to one host")
+    respect_robots: bool = Field(True, description="honour robots.txt (RFC 9309)")
+    min_side: int = Field(1, ge=1, description="images whose shorter side is below this many pixels are rejected (1: no limit)")
+    max_aspect: float = Field(4.0, ge=1, description="images longer than this times their width (or the reverse) are rejected")
+    near_duplicate_distance: int = Field(
+        4, ge=-1, le=63, description="perceptual-hash Hamming distance at or below which images of a domain are duplicates; -1: exact copies only"
+    )
+    max_archive_bytes: int = Field(4_000_000_000, ge=1024, description="size cap of one archive file (download or local)")
+    max_archive_total_bytes: int = Field(20_000_000_000, ge=1024, description="decompressed bytes read from one archive at most")
+    max_archive_members: int = Field(200_000, ge=1, description="entries read from one archive at most")
 
 
 class ResizeParams(Section):

@@ -9,26 +9,21 @@ a rerun over the same inputs writes the same file.
 
 from __future__ import annotations
 
-import http.client
-import os
-import socket
-import ssl
-import tempfile
-import threading
-import time
-from collections import Counter
+import itertools
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urljoin, urlsplit
 
 import cv2
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cartoon.data.dedupe import hamming, near_duplicates, perceptual_hash
+from cartoon.data.http import HttpCache, HttpClient, Rejected, check_url, write_atomic
 from cartoon.data.imageio import FORMAT_SUFFIXES, ImageRejected, decode_image_with_format, sha256_bytes
 from cartoon.errors import UsageError
 from cartoon.params import CrawlParams, read_yaml
@@ -36,16 +31,10 @@ from cartoon.progress import console, progress
 
 MANIFEST_COLUMNS = [
     "item_id", "domain", "source", "kind", "origin", "licence",
-    "sha256", "width", "height", "status", "reason", "path",
+    "sha256", "phash", "width", "height", "status", "reason", "path",
 ]  # fmt: skip
-USER_AGENT = "cartoon-pipeline/0.1"
-MAX_REDIRECTS = 5
-#: One attempt at a URL may take at most this many ``timeout_s`` in total (connect, headers and
-#: body together), so a server that keeps sending a byte now and then is still cut off.
-ATTEMPT_BUDGET_FACTOR = 5
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_CHUNK = 64 * 1024
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
+CACHE_DIR = ".http-cache"  # inside the output folder; .dvcignore keeps it out of DVC's hashes
 
 
 # ---------------------------------------------------------------- sources file
@@ -57,6 +46,12 @@ class _SourceBase(BaseModel):
     name: str | None = None
     domain: Literal["photo", "cartoon", "face_photo", "face_cartoon"]
     licence: str = ""
+
+
+def _http_urls(urls: list[str]) -> list[str]:
+    for url in urls:
+        check_url(url)
+    return [url.strip() for url in urls]
 
 
 class BuiltinSource(_SourceBase):
@@ -77,12 +72,7 @@ class UrlsSource(_SourceBase):
     urls: list[str] = []
     url_file: Path | None = None
 
-    @field_validator("urls")
-    @classmethod
-    def _http_only(cls, urls: list[str]) -> list[str]:
-        for url in urls:
-            _check_url(url)
-        return [url.strip() for url in urls]
+    _http_only = field_validator("urls")(_http_urls)
 
     @model_validator(mode="after")
     def _some_urls(self) -> UrlsSource:
@@ -91,7 +81,47 @@ class UrlsSource(_SourceBase):
         return self
 
 
-AnySource = BuiltinSource | LocalSource | UrlsSource
+class HtmlSource(_SourceBase):
+    kind: Literal["html"]
+    start_urls: list[str] = Field(min_length=1)
+    max_depth: int = Field(1, ge=0, le=10)
+    same_host: bool = True
+    max_pages: int = Field(100, ge=1)
+    max_images: int = Field(10_000, ge=1)
+
+    _http_only = field_validator("start_urls")(_http_urls)
+
+
+class VideoSource(_SourceBase):
+    kind: Literal["video"]
+    path: Path  # a video file, or a folder of them
+    recursive: bool = True
+    mode: Literal["scene", "interval"] = "scene"
+    every_s: float = Field(2.0, gt=0)
+    scene_threshold: float = Field(0.12, gt=0, le=1)
+    min_scene_s: float = Field(0.5, ge=0)
+    crop_letterbox: bool = True
+    black_level: int = Field(24, ge=0, le=255)
+    min_std: float = Field(6.0, ge=0)
+    duplicate_threshold: float = Field(0.04, ge=0, le=1)
+    max_frames: int | None = Field(None, ge=1)  # per video
+
+
+class ArchiveSource(_SourceBase):
+    kind: Literal["archive"]
+    path: Path | None = None
+    url: str | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> ArchiveSource:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give exactly one of path and url")
+        if self.url is not None:
+            check_url(self.url)
+        return self
+
+
+AnySource = BuiltinSource | LocalSource | UrlsSource | HtmlSource | VideoSource | ArchiveSource
 Source = Annotated[AnySource, Field(discriminator="kind")]
 
 
@@ -103,7 +133,7 @@ class SourcesFile(BaseModel):
 
 @dataclass(frozen=True)
 class _Origin:
-    """Where one item comes from and how to get its bytes (``load`` raises _Rejected)."""
+    """Where one item comes from and how to get its bytes (``load`` raises Rejected)."""
 
     index: int  # position of its source in the sources file, for sorting
     position: int  # position within its source: listing order for URLs, path order for folders
@@ -113,25 +143,6 @@ class _Origin:
     licence: str
     origin: str
     load: Callable[[], bytes]
-
-
-class _Rejected(Exception):
-    """An item that cannot be had (download or read failed); ``retryable`` marks transient causes."""
-
-    def __init__(self, reason: str, retryable: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retryable = retryable
-
-
-def _check_url(url: str) -> None:
-    parts = urlsplit(url.strip())
-    try:
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
-    except ValueError:  # a port that is not a number or out of range
-        valid = False
-    if not valid:
-        raise ValueError(f"not an http(s) URL: {url!r}")
 
 
 def load_sources(sources_file: Path) -> list[tuple[str, AnySource]]:
@@ -163,7 +174,7 @@ def _describe(exc: ValidationError, raw: Any) -> str:
             name = entry.get("name") if isinstance(entry, dict) else None
             where = f"sources[{index}]" + (f" ({name})" if name else "")
             loc = loc[2:]
-            if loc and loc[0] in ("builtin", "local", "urls"):  # the union tag pydantic inserts
+            if loc and loc[0] in ("builtin", "local", "urls", "html", "video", "archive"):  # the union tag pydantic inserts
                 loc = loc[1:]
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = ["kind"]
@@ -173,59 +184,130 @@ def _describe(exc: ValidationError, raw: Any) -> str:
     return "; ".join(messages)
 
 
-def _origins(sources: list[tuple[str, AnySource]], base: Path, params: CrawlParams) -> Iterator[_Origin]:
-    """Every item of every source, with local folders and URL files checked up front."""
-    plans = [_plan(i, name, src, base, params) for i, (name, src) in enumerate(sources)]
+def _origins(sources: list[tuple[str, AnySource]], base: Path, params: CrawlParams, http: Callable[[], HttpClient]) -> Iterator[_Origin]:
+    """Every item of every source, lazily (pages, frames and members are found while the
+    workers fetch), with local paths and URL files checked up front."""
+    plans = [_plan(i, name, src, base, params, http) for i, (name, src) in enumerate(sources)]
     for plan in plans:
         yield from plan()
 
 
-def _plan(index: int, name: str, src: AnySource, base: Path, params: CrawlParams) -> Callable[[], Iterable[_Origin]]:
-    """Check a source's inputs now (so a bad path fails before any work) and return its item list."""
+def _refuse(reason: str) -> Callable[[], bytes]:
+    def load() -> bytes:
+        raise Rejected(reason)
 
-    def make(position: int, origin: str, load: Callable[[], bytes]) -> _Origin:
-        return _Origin(index, position, name, src.kind, src.domain, src.licence, origin, load)
+    return load
+
+
+def _plan(
+    index: int, name: str, src: AnySource, base: Path, params: CrawlParams, http: Callable[[], HttpClient]
+) -> Callable[[], Iterable[_Origin]]:
+    """Check a source's inputs now (so a bad path fails before any work) and return its item list."""
+    counter = itertools.count()
+
+    def make(origin: str, load: Callable[[], bytes]) -> _Origin:
+        return _Origin(index, next(counter), name, src.kind, src.domain, src.licence, origin, load)
+
+    def local(path: Path, what: str, folder_ok: bool = True) -> Path:
+        path = path if path.is_absolute() else base / path
+        if not (path.is_file() or (folder_ok and path.is_dir())):
+            raise UsageError(f"source {name!r}: path: {what} not found: {path}")
+        return path.resolve()
 
     if isinstance(src, BuiltinSource):
         # imported on use: its photo loaders pull in scikit-image, scikit-learn and matplotlib
         from cartoon.data.builtin import builtin_items
 
         generated = builtin_items(src.domain, src.count, src.size, src.seed)
-        return lambda: (
-            make(i, f"builtin:{item}", lambda rgb=rgb: _png_bytes(rgb)) for i, (item, rgb) in enumerate(generated)
-        )
+        return lambda: (make(f"builtin:{item}", lambda rgb=rgb: _png_bytes(rgb)) for item, rgb in generated)
     if isinstance(src, LocalSource):
-        folder = src.path if src.path.is_absolute() else base / src.path
+        folder = local(src.path, "folder")
         if not folder.is_dir():
-            raise UsageError(f"source {name!r}: path: folder not found: {folder}")
-        files = _local_files(folder.resolve(), src.recursive)
-        return lambda: (
-            make(i, str(path), lambda path=path: _read_local(path, params.max_bytes)) for i, path in enumerate(files)
-        )
-    urls = list(src.urls)
-    if src.url_file is not None:
-        urls += _read_url_file(src.url_file if src.url_file.is_absolute() else base / src.url_file, name)
-    unique = list(dict.fromkeys(urls))
-    return lambda: (make(i, url, lambda url=url: fetch_url(url, params)) for i, url in enumerate(unique))
+            raise UsageError(f"source {name!r}: path: not a folder: {folder}")
+        files = _local_files(folder, src.recursive)
+        return lambda: (make(str(path), lambda path=path: _read_local(path, params.max_bytes)) for path in files)
+    if isinstance(src, UrlsSource):
+        urls = list(src.urls)
+        if src.url_file is not None:
+            urls += _read_url_file(src.url_file if src.url_file.is_absolute() else base / src.url_file, name)
+        unique = list(dict.fromkeys(urls))
+        return lambda: (make(url, lambda url=url: http().fetch(url, "image").read()) for url in unique)
+    if isinstance(src, HtmlSource):
+        return lambda: _gallery_items(src, http(), make)
+    if isinstance(src, VideoSource):
+        target = local(src.path, "video file or folder")
+        videos = _local_files(target, src.recursive, VIDEO_SUFFIXES) if target.is_dir() else [target]
+        return lambda: (item for video in videos for item in _video_items(video, src, make))
+    archive = local(src.path, "archive", folder_ok=False) if src.path is not None else None
+    return lambda: _archive_items(src, archive, params, http, make)
 
 
-def _local_files(folder: Path, recursive: bool) -> list[Path]:
-    """Every visible regular file, whatever its suffix: a mislabelled image is still kept and a
-    stray non-image shows up as a rejected row instead of vanishing silently."""
+def _gallery_items(src: HtmlSource, client: HttpClient, make: Callable[..., _Origin]) -> Iterator[_Origin]:
+    from cartoon.data.gallery import crawl_gallery
+
+    for found in crawl_gallery(client, src.start_urls, src.max_depth, src.same_host, src.max_pages, src.max_images):
+        if found.reason:
+            yield make(found.page, _refuse(found.reason))
+        else:
+            yield make(found.image, lambda url=found.image: client.fetch(url, "image").read())
+
+
+def _video_items(video: Path, src: VideoSource, make: Callable[..., _Origin]) -> Iterator[_Origin]:
+    """One item per candidate frame (``<file>#frame=<n>``); frames are PNG-encoded by the workers."""
+    from cartoon.data.video import VideoError, extract_frames
+
+    options = src.model_dump(include={"mode", "every_s", "scene_threshold", "min_scene_s", "crop_letterbox",
+                                      "black_level", "min_std", "duplicate_threshold", "max_frames"})  # fmt: skip
+    try:
+        for frame in extract_frames(video, **options):
+            origin = f"{video}#frame={frame.index}"
+            yield make(origin, _refuse(frame.reason) if frame.rgb is None else (lambda rgb=frame.rgb: _png_bytes(rgb)))
+    except VideoError:
+        yield make(str(video), _refuse("unreadable video"))
+
+
+def _archive_items(
+    src: ArchiveSource, archive: Path | None, params: CrawlParams, http: Callable[[], HttpClient], make: Callable[..., _Origin]
+) -> Iterator[_Origin]:
+    """One item per regular member (``<archive>!<member>``); the archive itself is never unpacked to disk."""
+    from cartoon.data.archive import ArchiveError, iter_members
+
+    where = str(archive) if archive is not None else str(src.url)
+    try:
+        if archive is None:
+            archive = http().fetch(str(src.url), "archive", params.max_archive_bytes).path
+        elif archive.stat().st_size > params.max_archive_bytes:
+            raise Rejected(f"archive too large (> {params.max_archive_bytes} bytes)")
+        members = iter_members(archive, max_member_bytes=params.max_bytes, max_total_bytes=params.max_archive_total_bytes,
+                               max_members=params.max_archive_members)  # fmt: skip
+        for member in members:
+            origin = f"{where}!{member.name}"
+            yield make(origin, _refuse(member.reason) if member.data is None else (lambda data=member.data: data))
+    except Rejected as exc:
+        yield make(where, _refuse(exc.reason))
+    except ArchiveError as exc:
+        yield make(where, _refuse(f"bad archive ({exc})"))
+
+
+def _local_files(folder: Path, recursive: bool, suffixes: tuple[str, ...] | None = None) -> list[Path]:
+    """Every visible regular file (with one of ``suffixes``, if given). For images, whatever the
+    suffix: a mislabelled image is still kept and a stray non-image shows up as a rejected row
+    instead of vanishing silently."""
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(
         path for path in candidates
         if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        and (suffixes is None or path.suffix.lower() in suffixes)
     )  # fmt: skip
 
 
 def _read_local(path: Path, max_bytes: int) -> bytes:
     try:
         if path.stat().st_size > max_bytes:
-            raise _Rejected(f"too large (> {max_bytes} bytes)")
+            raise Rejected(f"too large (> {max_bytes} bytes)")
         return path.read_bytes()
     except OSError as exc:
-        raise _Rejected(f"unreadable ({type(exc).__name__})") from None
+        raise Rejected(f"unreadable ({type(exc).__name__})") from None
 
 
 def _read_url_file(path: Path, name: str) -> list[str]:
@@ -237,7 +319,7 @@ def _read_url_file(path: Path, name: str) -> list[str]:
         if not url:
             continue
         try:
-            _check_url(url)
+            check_url(url)
         except ValueError as exc:
             raise UsageError(f"source {name!r}: url_file {path} line {number}: {exc}") from None
         urls.append(url)
@@ -247,122 +329,8 @@ def _read_url_file(path: Path, name: str) -> list[str]:
 def _png_bytes(rgb: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
     if not ok:
-        raise _Rejected("cannot encode generated image")
+        raise Rejected("cannot encode image")
     return buf.tobytes()
-
-
-# ---------------------------------------------------------------- HTTP
-
-
-def fetch_url(url: str, params: CrawlParams) -> bytes:
-    """Download one URL with retries and exponential backoff; raises _Rejected with a reason.
-
-    Connection errors, timeouts, 429 and 5xx are retried (``params.retries`` times, waiting
-    ``backoff_s``, then twice that, ...); other 4xx and content problems are not. The worst case
-    per URL is therefore bounded: (retries + 1) attempts of at most ATTEMPT_BUDGET_FACTOR *
-    timeout_s each, plus the backoff waits.
-    """
-    attempt = 0
-    while True:
-        try:
-            return _fetch_once(url, params)
-        except _Rejected as exc:
-            if not exc.retryable or attempt == params.retries:
-                raise
-        time.sleep(params.backoff_s * 2**attempt)
-        attempt += 1
-
-
-def _fetch_once(url: str, params: CrawlParams) -> bytes:
-    """One attempt, following at most MAX_REDIRECTS redirects, all within one time budget."""
-    deadline = time.monotonic() + ATTEMPT_BUDGET_FACTOR * params.timeout_s
-    for _ in range(MAX_REDIRECTS + 1):
-        scheme = urlsplit(url).scheme
-        if scheme not in ("http", "https"):
-            raise _Rejected(f"unsupported scheme ({scheme or 'none'})")
-        try:
-            _check_url(url)
-        except ValueError:
-            raise _Rejected("invalid url") from None
-        status, location, body = _get(url, params, deadline)
-        if status in _REDIRECT_STATUSES and location:
-            url = urljoin(url, location)
-            continue
-        if 200 <= status < 300:
-            return body
-        raise _Rejected(f"http {status}", retryable=status in _RETRY_STATUSES)
-    raise _Rejected("too many redirects")
-
-
-def _get(url: str, params: CrawlParams, deadline: float) -> tuple[int, str | None, bytes]:
-    """(status, Location, body) of one GET; the body is read only for 2xx and is size-capped.
-
-    A watchdog shuts the socket down at the deadline, which unblocks a read stuck on a server
-    that sends headers or body a byte at a time (each byte would reset a plain socket timeout).
-    """
-    parts = urlsplit(url)
-    connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    extra = {"context": ssl.create_default_context()} if parts.scheme == "https" else {}
-    conn = connection_type(parts.hostname, parts.port, timeout=params.timeout_s, **extra)
-    expired = threading.Event()
-
-    def cut_off() -> None:
-        expired.set()
-        if conn.sock is not None:
-            try:
-                conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), cut_off)
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = {"User-Agent": USER_AGENT, "Accept": "image/*, */*;q=0.5", "Accept-Encoding": "identity"}
-        conn.request("GET", target, headers=headers)
-        response = conn.getresponse()
-        if not 200 <= response.status < 300:
-            return response.status, response.getheader("Location"), b""
-        body = _read_body(response, params.max_bytes, deadline)
-        if expired.is_set():  # the watchdog's shutdown can look like a normal end of body
-            raise _Rejected("timeout (total time limit)", retryable=True)
-        return response.status, None, body
-    except _Rejected:
-        raise
-    except ssl.SSLCertVerificationError:
-        raise _Rejected("tls certificate error") from None
-    except (http.client.InvalidURL, UnicodeError):
-        raise _Rejected("invalid url") from None
-    except TimeoutError:
-        raise _Rejected("timeout", retryable=True) from None
-    except (OSError, http.client.HTTPException) as exc:
-        if expired.is_set():
-            raise _Rejected("timeout (total time limit)", retryable=True) from None
-        raise _Rejected(f"connection error ({type(exc).__name__})", retryable=True) from None
-    finally:
-        watchdog.cancel()
-        conn.close()
-
-
-def _read_body(response: http.client.HTTPResponse, max_bytes: int, deadline: float) -> bytes:
-    """The body, refusing non-image content types and stopping as soon as it exceeds max_bytes
-    (Content-Length is only a hint: it may be absent or wrong)."""
-    content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
-    if not (content_type.startswith("image/") or content_type == "application/octet-stream"):
-        raise _Rejected(f"bad content-type ({content_type or 'none'})")
-    declared = response.getheader("Content-Length") or ""
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise _Rejected(f"too large (> {max_bytes} bytes)")
-    chunks, received = [], 0
-    while chunk := response.read1(_CHUNK):
-        received += len(chunk)
-        if received > max_bytes:
-            raise _Rejected(f"too large (> {max_bytes} bytes)")
-        if time.monotonic() > deadline:
-            raise _Rejected("timeout (total time limit)", retryable=True)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # ---------------------------------------------------------------- the stage
@@ -372,82 +340,104 @@ def _read_body(response: http.client.HTTPResponse, max_bytes: int, deadline: flo
 class _Result:
     item: _Origin
     sha256: str = ""
+    phash: str = ""  # 16 hex digits of the 64-bit perceptual hash
     width: int | None = None
     height: int | None = None
     path: str = ""  # relative to out_dir; set when the bytes were stored
     reason: str = ""
 
 
-def _examine(item: _Origin, out_dir: Path, max_pixels: int) -> _Result:
+def _examine(item: _Origin, out_dir: Path, params: CrawlParams) -> _Result:
     """Load, validate and store one item; every failure becomes a reason, never an exception."""
     try:
         data = item.load()
-    except _Rejected as exc:
+    except Rejected as exc:
         return _Result(item, reason=exc.reason)
     except Exception as exc:  # untrusted input must not stop the crawl; the manifest shows the type
         return _Result(item, reason=f"failed ({type(exc).__name__}: {exc})")
     sha = sha256_bytes(data)
     try:
-        rgb, fmt = decode_image_with_format(data, max_pixels)
+        rgb, fmt = decode_image_with_format(data, params.max_pixels)
     except ImageRejected as exc:
         return _Result(item, sha256=sha, reason=exc.reason)
+    height, width = rgb.shape[:2]
+    size = {"sha256": sha, "width": int(width), "height": int(height)}
+    if min(height, width) < params.min_side:
+        return _Result(item, **size, reason=f"too small ({width}x{height} < {params.min_side} px)")
+    if max(height, width) > params.max_aspect * min(height, width):
+        return _Result(item, **size, reason=f"aspect ratio ({max(height, width) / min(height, width):.2f} > {params.max_aspect:g})")
     relative = f"images/{item.domain}/{sha[:16]}{FORMAT_SUFFIXES.get(fmt, '.' + fmt.lower())}"
     target = out_dir / relative
     if not target.is_file():  # content-addressed: an existing file already holds these bytes
-        _write_atomic(target, data)
-    return _Result(item, sha256=sha, width=int(rgb.shape[1]), height=int(rgb.shape[0]), path=relative)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
+        write_atomic(target, data)
+    return _Result(item, **size, phash=f"{perceptual_hash(rgb):016x}", path=relative)
 
 
 def crawl(sources_file: Path, out_dir: Path, params: CrawlParams) -> pd.DataFrame:
     """Run the crawl stage and return its manifest (also written to ``out_dir/manifest.csv``).
 
-    Relative paths in the sources file are relative to its folder. A domain with no usable image
-    is not an error here: the resize stage, which needs both domains, decides.
+    Relative paths in the sources file are relative to its folder. Items are examined by
+    ``params.workers`` threads while sources are still being listed (gallery pages, video
+    frames, archive members), with a bounded queue in between so memory stays flat. HTTP bodies
+    are cached in ``out_dir/.http-cache``: a crawl that was interrupted resumes without
+    downloading again, a later one revalidates. A domain with no usable image is not an error
+    here: the resize stage, which needs both domains, decides.
     """
     sources_file = Path(sources_file)
     out_dir = Path(out_dir)
     sources = load_sources(sources_file)
-    items = list(_origins(sources, sources_file.parent, params))
+    clients: list[HttpClient] = []
+
+    def http() -> HttpClient:  # made on first use: builtin and local sources need no cache folder
+        if not clients:
+            cache = HttpCache(out_dir / CACHE_DIR)
+            cache.begin()
+            clients.append(HttpClient(params, cache))
+        return clients[0]
+
     counts: Counter[str] = Counter()
     first_seen: set[tuple[str, str]] = set()
-    results = []
+    results: list[_Result] = []
     with progress() as bar, ThreadPoolExecutor(max_workers=params.workers) as pool:
-        task = bar.add_task("crawl", total=len(items), status="")
-        futures = [pool.submit(_examine, item, out_dir, params.max_pixels) for item in items]
-        for future in as_completed(futures):
-            result = future.result()
-            results.append(result)
-            if result.reason:
-                counts["rejected"] += 1
-            elif (result.item.domain, result.sha256) in first_seen:
-                counts["duplicate"] += 1  # which copy is kept is settled later; the count is not
-            else:
-                first_seen.add((result.item.domain, result.sha256))
-                counts["ok"] += 1
-            bar.update(task, advance=1, status=_counts_text(counts))
-    manifest = _manifest(results)
+        task = bar.add_task("crawl", total=None, status="")
+        pending: set[Future[_Result]] = set()
+
+        def collect(done: Iterable[Future[_Result]]) -> None:
+            for future in done:
+                result = future.result()
+                results.append(result)
+                if result.reason:
+                    counts["failed"] += 1
+                elif (result.item.domain, result.sha256) in first_seen:
+                    counts["skipped"] += 1  # which copy is kept is settled later; the count is not
+                else:
+                    first_seen.add((result.item.domain, result.sha256))
+                    counts["fetched"] += 1
+                bar.update(task, advance=1, status=f"{counts['fetched']} fetched, {counts['skipped']} skipped, {counts['failed']} failed")
+
+        for submitted, item in enumerate(_origins(sources, sources_file.parent, params, http), start=1):
+            pending.add(pool.submit(_examine, item, out_dir, params))
+            bar.update(task, total=submitted)
+            if len(pending) >= 4 * params.workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                collect(done)
+        collect(pending)
+    manifest = _manifest(results, params.near_duplicate_distance)
     _remove_stale(out_dir / "images", {out_dir / p for p in manifest.loc[manifest.status == "ok", "path"]})
-    _write_atomic(out_dir / "manifest.csv", manifest.to_csv(index=False, lineterminator="\n").encode())
+    write_atomic(out_dir / "manifest.csv", manifest.to_csv(index=False, lineterminator="\n").encode())
+    if clients:
+        clients[0].cache.finish()
     console.print(summary(manifest), markup=False, highlight=False)
     return manifest
 
 
-def _counts_text(counts: Counter[str]) -> str:
-    return f"{counts['ok']} ok, {counts['rejected']} rejected, {counts['duplicate']} duplicate"
-
-
-def _manifest(results: list[_Result]) -> pd.DataFrame:
+def _manifest(results: list[_Result], near_distance: int) -> pd.DataFrame:
     """Rows in a fixed order (domain, then order in the sources file); the first copy of a content
     hash in that order is ``ok`` and later ones are ``duplicate``, so the choice never depends on
-    which download finished first."""
+    which download finished first. Then, per domain and in the same order, images within
+    ``near_distance`` bits of perceptual hash of an earlier kept one are ``duplicate`` too
+    (-1: exact copies only). The resize stage splits only what is left, so no held-out photo is
+    a near-copy of a training photo."""
     results = sorted(results, key=lambda r: (r.item.domain, r.item.index, r.item.position))
     kept: dict[tuple[str, str], str] = {}
     rows = []
@@ -462,10 +452,20 @@ def _manifest(results: list[_Result]) -> pd.DataFrame:
         rows.append({
             "item_id": r.sha256[:16] if status != "rejected" else _rejected_id(r.item),
             "domain": r.item.domain, "source": r.item.source, "kind": r.item.kind, "origin": r.item.origin,
-            "licence": r.item.licence, "sha256": r.sha256, "width": r.width, "height": r.height,
-            "status": status, "reason": reason, "path": path,
+            "licence": r.item.licence, "sha256": r.sha256, "phash": r.phash if status == "ok" else "",
+            "width": r.width, "height": r.height, "status": status, "reason": reason, "path": path,
         })  # fmt: skip
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    if near_distance >= 0:
+        for _, group in manifest[manifest.status == "ok"].groupby("domain", sort=False):
+            hashes = np.array([int(value, 16) for value in group.phash], dtype=np.uint64)
+            twin = near_duplicates(hashes, near_distance)
+            for row, match in zip(group.index[twin >= 0], twin[twin >= 0]):
+                other = group.index[match]
+                distance = int(hamming(hashes[group.index.get_loc(row)], hashes[match]))
+                manifest.loc[row, ["status", "reason", "path", "phash"]] = [
+                    "duplicate", f"near-duplicate of {manifest.at[other, 'origin']} (distance {distance})", "", ""
+                ]
     return manifest.astype({"width": "Int64", "height": "Int64"})
 
 
