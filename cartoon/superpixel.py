@@ -212,26 +212,26 @@ _WHITE = (0.95047, 1.0, 1.08883)
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """N,3,H,W sRGB in [0, 1] -> CIE Lab (L in [0, 100]), on the tensor's device."""
     linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
-    matrix = torch.tensor(_RGB_TO_XYZ, dtype=rgb.dtype, device=rgb.device)
-    white = torch.tensor(_WHITE, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
-    xyz = torch.einsum("ij,njhw->nihw", matrix, linear) / white
-    f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
-    return torch.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], dim=1)
+    r, g, b = linear.unbind(1)
+    xyz = [(m0 * r + m1 * g + m2 * b) / white for (m0, m1, m2), white in zip(_RGB_TO_XYZ, _WHITE)]
+    fx, fy, fz = (torch.where(t > 0.008856, t.clamp_min(1e-12) ** (1 / 3), 7.787 * t + 16 / 116) for t in xyz)
+    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian, reflect borders, truncated at 4 sigma (scipy's default)."""
+    """Separable Gaussian, reflect borders, truncated at 4 sigma (scipy's default); written as a
+    weighted sum of shifted views, which beats a grouped conv2d on the CPU."""
     radius = int(4 * sigma + 0.5)
     if radius == 0:
         return images
-    taps = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    c = images.shape[1]
-    x = F.pad(images, (radius, radius, 0, 0), mode="reflect")
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    x = F.pad(x, (0, 0, radius, radius), mode="reflect")
-    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    weights = torch.exp(-0.5 * (taps / sigma) ** 2)
+    weights = (weights / weights.sum()).tolist()
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (radius, radius, 0, 0), mode="reflect")
+    rows = sum(weight * padded[..., i : i + w] for i, weight in enumerate(weights))
+    padded = F.pad(rows, (0, 0, radius, radius), mode="reflect")
+    return sum(weight * padded[..., i : i + h, :] for i, weight in enumerate(weights))
 
 
 def slic_tensor(
