@@ -8,7 +8,7 @@ import time
 import types
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from io import BytesIO
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from cartoon.data.http import ATTEMPT_BUDGET_FACTOR
 from cartoon.data.imageio import sha256_bytes
 from cartoon.errors import UsageError
 from cartoon.params import CrawlParams
+from tests.local_server import serving
 
 
 def image_bytes(width: int, height: int, seed: int, fmt: str = "PNG") -> bytes:
@@ -337,15 +338,8 @@ def make_handler(site: Site) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def site() -> Iterator[tuple[Site, str]]:
     state = Site()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(make_handler(state)) as base:
+        yield state, base
 
 
 def test_urls_status_retries_content_checks_and_caps(tmp_path, site):

@@ -9,7 +9,7 @@ import time
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import cv2
@@ -23,6 +23,7 @@ from cartoon.data.dedupe import hamming
 from cartoon.data.http import ATTEMPT_BUDGET_FACTOR
 from cartoon.errors import UsageError
 from cartoon.params import CrawlParams, ResizeParams
+from tests.local_server import serving
 
 FAST = {"host_delay_s": 0.0, "per_host": 4, "backoff_s": 0.01, "timeout_s": 1.0}
 
@@ -171,16 +172,9 @@ def gallery_handler(site: Gallery, port_box: list[int]) -> type[BaseHTTPRequestH
 def gallery() -> Iterator[tuple[Gallery, str]]:
     site = Gallery()
     port_box = [0]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), gallery_handler(site, port_box))
-    port_box[0] = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield site, f"http://127.0.0.1:{port_box[0]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(gallery_handler(site, port_box)) as base:
+        port_box[0] = int(base.rsplit(":", 1)[1])
+        yield site, base
 
 
 def test_html_gallery_with_robots_depth_and_hostile_responses(tmp_path, gallery, capsys):
