@@ -6,8 +6,9 @@ space) towards that flat-shaded version of itself. Two segmentations:
 
 ``slic`` (default; the reference code's ``simple_superpixel``)
     SLIC with 200 segments, compactness 10, sigma 1, in Lab, each region painted with its mean
-    colour: the reference calls scikit-image on the CPU; here ``slic_tensor`` runs the same
-    k-means batched in torch on the training device, so the step never leaves the GPU.
+    colour: scikit-image on the CPU, as the reference does; when training runs on a GPU,
+    ``slic_tensor`` runs the same k-means batched in torch on it instead, so the step never
+    leaves the device.
 
 ``felzenszwalb`` (the paper's "selective search" variant)
     ``skimage.segmentation.felzenszwalb(scale=10, sigma=0.8, min_size=100)``, then adjacent
@@ -36,7 +37,7 @@ from typing import Literal
 import numpy as np
 import torch
 from scipy import ndimage
-from skimage.segmentation import felzenszwalb
+from skimage.segmentation import felzenszwalb, slic
 from torch.nn import functional as F
 
 SuperpixelMethod = Literal["slic", "felzenszwalb"]
@@ -303,14 +304,21 @@ def paint_mean(images: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tens
 # --- structure representations --------------------------------------------------------------
 
 
+def slic_labels(image: np.ndarray, n_segments: int = 200) -> np.ndarray:
+    return slic(image, n_segments=n_segments, compactness=10, sigma=1, convert2lab=True, start_label=0, channel_axis=-1)
+
+
 def felzenszwalb_labels(image: np.ndarray, n_segments: int = 200) -> np.ndarray:
     return merge_regions(felzenszwalb(image, scale=10, sigma=0.8, min_size=100, channel_axis=-1), image, n_segments)
 
 
-def felzenszwalb_image(image: np.ndarray, n_segments: int = 200) -> np.ndarray:
-    """Selective-search superpixels of one HxWx3 uint8 image, adaptively coloured (uint8)."""
+def structure_image(image: np.ndarray, method: SuperpixelMethod = "slic", n_segments: int = 200) -> np.ndarray:
+    """The superpixel image of one HxWx3 uint8 image on the CPU (uint8, one colour per region)."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 image, got {image.dtype} {image.shape}")
+    if method == "slic":
+        labels, n = compact_labels(slic_labels(image, n_segments))
+        return paint(labels, region_stats(labels, image, n)["mean"])
     labels = felzenszwalb_labels(image, n_segments)
     stats = region_stats(labels, image)
     return paint(labels, adaptive_colours(stats["mean"], stats["std"], stats["median"]))
@@ -319,22 +327,24 @@ def felzenszwalb_image(image: np.ndarray, n_segments: int = 200) -> np.ndarray:
 def structure(images: torch.Tensor, method: SuperpixelMethod = "slic", n_segments: int = 200, workers: int = 4) -> torch.Tensor:
     """Superpixel images of an N,3,H,W batch in [-1, 1], same device and dtype, no gradient.
 
-    ``slic`` runs batched on the images' device; ``felzenszwalb`` runs on the CPU on uint8
-    copies, images spread over ``workers`` threads (scikit-image releases the GIL in parts).
+    ``slic`` on a GPU (or MPS) runs batched on the device (``slic_tensor``), so the step never
+    waits on a copy to the CPU; on the CPU, scikit-image's SLIC is faster than the batched one
+    (benchmarks/bench_superpixel.py) and is used instead. ``felzenszwalb`` always runs on the
+    CPU. CPU images are spread over ``workers`` threads (scikit-image releases the GIL in parts).
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected an N,3,H,W batch, got shape {tuple(images.shape)}")
+    if method not in ("slic", "felzenszwalb"):
+        raise ValueError(f"unknown superpixel method {method!r} (use slic or felzenszwalb)")
     with torch.no_grad():
-        if method == "slic":
+        if method == "slic" and images.device.type != "cpu":
             labels, k = slic_tensor(images, n_segments)
             return paint_mean(images.detach().clamp(-1, 1), labels, k)
-        if method != "felzenszwalb":
-            raise ValueError(f"unknown superpixel method {method!r} (use slic or felzenszwalb)")
         batch = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         if workers <= 1 or len(batch) <= 1:
-            outputs = [felzenszwalb_image(image, n_segments) for image in batch]
+            outputs = [structure_image(image, method, n_segments) for image in batch]
         else:
             with ThreadPoolExecutor(max_workers=min(workers, len(batch))) as pool:
-                outputs = list(pool.map(lambda image: felzenszwalb_image(image, n_segments), batch))
+                outputs = list(pool.map(lambda image: structure_image(image, method, n_segments), batch))
         result = torch.from_numpy(np.stack(outputs)).to(images.device).permute(0, 3, 1, 2)
         return result.to(images.dtype) / 127.5 - 1

@@ -68,29 +68,27 @@ def _tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-@pytest.mark.parametrize("method", ["slic", "felzenszwalb"])
+@pytest.mark.parametrize("method", ["slic", "slic_tensor", "felzenszwalb"])
 def test_structure_has_one_colour_per_region(method, monkeypatch):
+    """On the CPU path (slic, felzenszwalb) and the device path (slic_tensor, run here on the CPU)."""
     import cartoon.superpixel as sp
 
     seen = {}
-    if method == "slic":
-        original = sp.slic_tensor
+    name = {"slic": "slic_labels", "slic_tensor": "slic_tensor", "felzenszwalb": "felzenszwalb_labels"}[method]
+    original = getattr(sp, name)
 
-        def spy(images, n_segments):
-            seen["labels"], k = original(images, n_segments)
-            return seen["labels"], k
+    def spy(*args, **kwargs):
+        result = original(*args, **kwargs)
+        seen["labels"] = result[0] if method == "slic_tensor" else result
+        return result
 
-        monkeypatch.setattr(sp, "slic_tensor", spy)
-    else:
-        original = sp.felzenszwalb_labels
-
-        def spy(image, n_segments):
-            seen["labels"] = labels = original(image, n_segments)
-            return labels
-
-        monkeypatch.setattr(sp, "felzenszwalb_labels", spy)
+    monkeypatch.setattr(sp, name, spy)
     images = _tensor(_photo()[None])
-    out = structure(images, method, 12, workers=1)
+    if method == "slic_tensor":
+        labels, k = sp.slic_tensor(images, 12)
+        out = sp.paint_mean(images, labels, k)
+    else:
+        out = structure(images, method, 12, workers=1)
     labels = np.asarray(seen["labels"]).reshape(64, 64)
     assert out.shape == images.shape and out.dtype == images.dtype
     assert len(np.unique(labels)) > 1
@@ -179,6 +177,7 @@ def test_adjacent_pairs():
 
 def test_structure_batch_threads_match_serial():
     batch = _tensor(np.stack([_photo(48, seed) for seed in range(3)]))
-    assert torch.equal(structure(batch, "felzenszwalb", 10, workers=3), structure(batch, "felzenszwalb", 10, workers=1))
+    for method in ("slic", "felzenszwalb"):
+        assert torch.equal(structure(batch, method, 10, workers=3), structure(batch, method, 10, workers=1))
     with pytest.raises(ValueError):
         structure(batch, "watershed", 10, workers=1)  # type: ignore[arg-type]

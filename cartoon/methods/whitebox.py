@@ -8,7 +8,7 @@ The output is pulled towards three "white-box" representations of cartoons:
   structure the superpixel image of the output (cartoon.superpixel: SLIC regions with their
             mean colour by default, or Felzenszwalb + selective-search merging + adaptive
             colouring), used as a VGG target, no gradient; SLIC runs batched on the training
-            device, felzenszwalb on the CPU;
+            GPU when there is one, otherwise (and felzenszwalb always) on the CPU;
   texture   a random grayscale of the output, weights per batch r ~ U[0.199, 0.399],
             g ~ U[0.487, 0.687], b ~ U[0.014, 0.214], gray = (rR + gG + bB) / (r + g + b)
             (the reference divides by the weight sum, so the gray stays in [-1, 1]); the same
@@ -90,7 +90,7 @@ class TrainParams(Section):
         "slic", description="structure segmentation: slic (regions painted with their mean) | felzenszwalb (selective-search merging, adaptive colouring) (paper code: slic)"
     )
     n_segments: int = Field(200, ge=1, description="superpixels per image (paper: 200)")
-    workers: int = Field(4, ge=1, description="CPU threads computing felzenszwalb superpixel images of a batch (slic runs on the training device)")
+    workers: int = Field(4, ge=1, description="CPU threads computing the superpixel images of a batch (slic on a GPU runs batched there)")
 
 
 class WhiteBoxParams(MethodParams):
