@@ -75,10 +75,10 @@ def crawl(
 @handle_errors
 def resize(
     raw: Annotated[Path, typer.Option(help="crawl output folder (with manifest.csv)")] = Path("data/raw"),
-    out: Annotated[Path, typer.Option(help="output folder: photo/{train,test}/, cartoon/train/, manifest.csv")] = Path("data/resized"),
+    out: Annotated[Path, typer.Option(help="output folder: image stores photo/{train,test}.npy, cartoon/train.npy, face_*/train.npy; manifest.csv")] = Path("data/resized"),
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Decode safely, resize and centre-crop to resize.size, split photos into train and held-out test."""
+    """Decode safely, resize and centre-crop to resize.size, split photos into train and held-out test, write image stores."""
     from cartoon.data.resize import resize as run
 
     run(raw, out, _load(params).resize)
@@ -87,58 +87,61 @@ def resize(
 @app.command()
 @handle_errors
 def smooth(
-    cartoons: Annotated[Path, typer.Option(help="folder of resized cartoon images")] = Path("data/resized/cartoon/train"),
-    out: Annotated[Path, typer.Option(help="output folder for the edge-smoothed copies (same file names)")] = Path("data/smoothed"),
+    cartoons: Annotated[Path, typer.Option(help="resized cartoons: a .npy image store (or a folder of same-size images)")] = Path("data/resized/cartoon/train.npy"),
+    out: Annotated[Path, typer.Option(help="image store (.npy) for the edge-smoothed copies (same names, same order)")] = Path("data/smoothed/train.npy"),
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Make CartoonGAN's edge-smoothed cartoon set (Canny, dilate, Gaussian blur at edges)."""
-    from cartoon.data.smooth import smooth_folder
+    from cartoon.data.smooth import smooth_store
 
-    count = smooth_folder(cartoons, out, _load(params).smooth)
+    count = smooth_store(cartoons, out, _load(params).smooth)
     console.print(f"smooth: {count} images written to {out}")
 
 
 @app.command()
 @handle_errors
 def gray(
-    cartoons: Annotated[Path, typer.Option(help="folder of resized cartoon images")] = Path("data/resized/cartoon/train"),
-    smoothed: Annotated[Path, typer.Option(help="folder of edge-smoothed cartoons")] = Path("data/smoothed"),
-    out: Annotated[Path, typer.Option(help="output folder: cartoon/ and smooth/ grayscale copies (3 channels)")] = Path("data/gray"),
+    cartoons: Annotated[Path, typer.Option(help="resized cartoons: a .npy image store (or a folder of same-size images)")] = Path("data/resized/cartoon/train.npy"),
+    smoothed: Annotated[Path, typer.Option(help="edge-smoothed cartoons: a .npy image store (or a folder)")] = Path("data/smoothed/train.npy"),
+    out: Annotated[Path, typer.Option(help="output folder: image stores cartoon.npy and smooth.npy, grayscale copies (3 channels)")] = Path("data/gray"),
 ) -> None:
     """Make grayscale (3-channel) copies of the cartoon and edge-smoothed sets (AnimeGAN's gray sets)."""
-    from cartoon.data.imageio import gray3, map_folder
+    from cartoon.data.imageio import gray3
+    from cartoon.data.store import STORE_SUFFIX, map_store
 
     for source, name in ((cartoons, "cartoon"), (smoothed, "smooth")):
-        count = map_folder(source, out / name, gray3, f"gray {name}")
-        console.print(f"gray: {count} images written to {out / name}")
+        target = out / f"{name}{STORE_SUFFIX}"
+        count = map_store(source, target, gray3, f"gray {name}")
+        console.print(f"gray: {count} images written to {target}")
 
 
 def _phase(phase: str, params_path: Path, sets: dict[str, Path | None], model_dir: Path,
            reports: Path, checkpoint: Path, init: Path | None) -> None:
-    """Run a training phase; ``sets`` maps every image-set name to its folder (methods pick theirs)."""
+    """Run a training phase; ``sets`` maps every image-set name to its store or folder (methods pick theirs)."""
     from cartoon.training import PhaseOutputs, run_phase
 
     metrics = run_phase(phase, _load(params_path), sets, PhaseOutputs(model_dir, reports, checkpoint), init)  # type: ignore[arg-type]
     console.print(f"{phase}: {metrics['steps']} steps in {metrics['seconds']} s; final losses {metrics['final_loss']}")
 
 
-PhotosOption = Annotated[Path, typer.Option(help="training photos")]
-CartoonsOption = Annotated[Path, typer.Option(help="cartoon images")]
-SmoothedOption = Annotated[Path, typer.Option(help="edge-smoothed cartoon images")]
-CartoonsGrayOption = Annotated[Path, typer.Option(help="grayscale cartoon images (methods that use them)")]
-SmoothedGrayOption = Annotated[Path, typer.Option(help="grayscale edge-smoothed cartoons (methods that use them)")]
-FacePhotosOption = Annotated[Path | None, typer.Option(help="face photos, drawn for every face_every-th batch of this phase (empty folder: none)")]
-FaceCartoonsOption = Annotated[Path | None, typer.Option(help="face cartoons, paired with --face-photos batches (empty folder: none)")]
+_SET = "a .npy image store, or a folder of same-size images"
+PhotosOption = Annotated[Path, typer.Option(help=f"training photos: {_SET}")]
+CartoonsOption = Annotated[Path, typer.Option(help=f"cartoon images: {_SET}")]
+SmoothedOption = Annotated[Path, typer.Option(help=f"edge-smoothed cartoon images: {_SET}")]
+CartoonsGrayOption = Annotated[Path, typer.Option(help=f"grayscale cartoon images (methods that use them): {_SET}")]
+SmoothedGrayOption = Annotated[Path, typer.Option(help=f"grayscale edge-smoothed cartoons (methods that use them): {_SET}")]
+FacePhotosOption = Annotated[Path | None, typer.Option(help=f"face photos, drawn for every face_every-th batch of this phase: {_SET} (empty: none)")]
+FaceCartoonsOption = Annotated[Path | None, typer.Option(help=f"face cartoons, paired with --face-photos batches: {_SET} (empty: none)")]
 
 
 @app.command()
 @handle_errors
 def pretrain(
-    photos: PhotosOption = Path("data/resized/photo/train"),
-    cartoons: CartoonsOption = Path("data/resized/cartoon/train"),
-    smoothed: SmoothedOption = Path("data/smoothed"),
-    cartoons_gray: CartoonsGrayOption = Path("data/gray/cartoon"),
-    smoothed_gray: SmoothedGrayOption = Path("data/gray/smooth"),
+    photos: PhotosOption = Path("data/resized/photo/train.npy"),
+    cartoons: CartoonsOption = Path("data/resized/cartoon/train.npy"),
+    smoothed: SmoothedOption = Path("data/smoothed/train.npy"),
+    cartoons_gray: CartoonsGrayOption = Path("data/gray/cartoon.npy"),
+    smoothed_gray: SmoothedGrayOption = Path("data/gray/smooth.npy"),
     face_photos: FacePhotosOption = None,
     face_cartoons: FaceCartoonsOption = None,
     out: Annotated[Path, typer.Option(help="folder for generator.safetensors + generator.json")] = Path("models/pretrain"),
@@ -155,11 +158,11 @@ def pretrain(
 @app.command()
 @handle_errors
 def train(
-    photos: PhotosOption = Path("data/resized/photo/train"),
-    cartoons: CartoonsOption = Path("data/resized/cartoon/train"),
-    smoothed: SmoothedOption = Path("data/smoothed"),
-    cartoons_gray: CartoonsGrayOption = Path("data/gray/cartoon"),
-    smoothed_gray: SmoothedGrayOption = Path("data/gray/smooth"),
+    photos: PhotosOption = Path("data/resized/photo/train.npy"),
+    cartoons: CartoonsOption = Path("data/resized/cartoon/train.npy"),
+    smoothed: SmoothedOption = Path("data/smoothed/train.npy"),
+    cartoons_gray: CartoonsGrayOption = Path("data/gray/cartoon.npy"),
+    smoothed_gray: SmoothedGrayOption = Path("data/gray/smooth.npy"),
     face_photos: FacePhotosOption = None,
     face_cartoons: FaceCartoonsOption = None,
     init: Annotated[Path, typer.Option(help="pretrained generator folder")] = Path("models/pretrain"),
@@ -178,12 +181,12 @@ def train(
 @handle_errors
 def evaluate(
     model: Annotated[str, typer.Option(help="generator folder, or models:/NAME/VERSION, models:/NAME@ALIAS, runs:/ID/generator")] = "models/train",
-    photos: Annotated[Path, typer.Option(help="folder of photos (any size; unreadable files are skipped and listed)")] = Path("data/resized/photo/test"),
+    photos: Annotated[Path, typer.Option(help="a folder of photos (any size; unreadable files are skipped and listed) or a .npy image store")] = Path("data/resized/photo/test.npy"),
     out: Annotated[Path, typer.Option(help="output folder: images/, grid.png, metrics.json")] = Path("reports/evaluate"),
     mlflow_run: Annotated[str | None, typer.Option(help="MLflow run id, or a mlflow_run.json file, to log the metrics to")] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Cartoonize a folder of photos and measure content kept and cartoon-likeness (see README)."""
+    """Cartoonize a folder of photos (or an image store) and measure content kept and cartoon-likeness (see README)."""
     from cartoon.evaluate import evaluate as run
 
     run_id = mlflow_run

@@ -1,12 +1,16 @@
 """The `evaluate` stage, also meant for users' own held-out photos.
 
-For every photo it writes the cartoonized image, then one comparison grid (inputs over
-outputs) and ``metrics.json``: how much content the output keeps, how cartoon-like it is,
-and how far its style statistics are from the cartoon training set's (stored with the model).
+Photos come from a folder (any size, untrusted: unreadable files are skipped and listed) or an
+image store (the resize stage's held-out ``photo/test.npy``). For every photo it writes the
+cartoonized image, then one comparison grid (inputs over outputs) and ``metrics.json``: how much
+content the output keeps, how cartoon-like it is, and how far its style statistics are from the
+cartoon training set's (stored with the model).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ import torch
 from cartoon import tracking
 from cartoon.artifacts import load_generator, write_json
 from cartoon.data.imageio import ImageRejected, decode_image, list_images, write_png
+from cartoon.data.store import is_store, read_store
 from cartoon.errors import RuntimeFailure, UsageError
 from cartoon.inference import cartoonize, limit_side, to_tensor
 from cartoon.metrics import STYLE_KEYS, edge_ssim, style_of
@@ -59,6 +64,25 @@ def comparison_grid(pairs: list[tuple[np.ndarray, np.ndarray]], tile: int = GRID
     return np.concatenate([rows[0], np.full((4, rows[0].shape[1], 3), 255, np.uint8), rows[1]], axis=0)
 
 
+#: A photo to evaluate: its name in reports, the stem of its output file, and how to load it.
+Photo = tuple[str, str, Callable[[], np.ndarray]]
+
+
+def _photos(photos: Path, max_pixels: int) -> list[Photo]:
+    """The rows of a store, or the image files of a folder decoded as untrusted input one at a
+    time (loading raises ImageRejected for an unusable file)."""
+    if is_store(photos):
+        store = read_store(photos, "photos")
+        return [(name, name, partial(np.asarray, store.pixels[index])) for index, name in enumerate(store.names)]
+    if not photos.is_dir():
+        raise UsageError(f"photos not found: {photos} (expected a folder of photos or a .npy image store)")
+    return [(path.name, path.stem, partial(_decode, path, max_pixels)) for path in list_images(photos)]
+
+
+def _decode(path: Path, max_pixels: int) -> np.ndarray:
+    return decode_image(path.read_bytes(), max_pixels)
+
+
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
 
@@ -70,28 +94,27 @@ def evaluate(
     params: Params,
     log_to_run: str | None = None,
 ) -> dict[str, Any]:
-    """Cartoonize every photo in ``photos``; write images, grid.png and metrics.json to ``out_dir``."""
-    if not photos.is_dir():
-        raise UsageError(f"photos folder not found: {photos}")
+    """Cartoonize every photo of ``photos`` (a folder or a store); write images, grid.png and
+    metrics.json to ``out_dir``."""
+    items = _photos(photos, params.resize.max_pixels)
+    if not items:
+        raise UsageError(f"no images in {photos}")
     generator, config = load_generator(resolve_model(model))
     features = load_vgg(params.vgg, "conv4_4")
-    files = list_images(photos)
-    if not files:
-        raise UsageError(f"no image files in {photos}")
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     for stale in list_images(images_dir):
         stale.unlink()
 
     content_rows, style_rows, input_rows, skipped, pairs = [], [], [], [], []
-    for path in track(files, "evaluate"):
+    for label, stem, load in track(items, "evaluate"):
         try:
-            photo = limit_side(decode_image(path.read_bytes(), params.resize.max_pixels), params.evaluate.max_side)
+            photo = limit_side(load(), params.evaluate.max_side)
         except ImageRejected as exc:
-            skipped.append({"file": path.name, "reason": exc.reason})
+            skipped.append({"file": label, "reason": exc.reason})
             continue
         output = cartoonize(generator, photo, config["size_multiple"])
-        write_png(images_dir / f"{path.stem}.png", output)
+        write_png(images_dir / f"{stem}.png", output)
         with torch.no_grad():
             distance = (features(to_tensor(output)) - features(to_tensor(photo))).abs().mean().item()
         content_rows.append({"perceptual_distance": distance, "edge_ssim": edge_ssim(photo, output)})
@@ -100,7 +123,7 @@ def evaluate(
         if len(pairs) < params.evaluate.grid_images:
             pairs.append((photo, output))
     if not content_rows:
-        raise RuntimeFailure(f"none of the {len(files)} files in {photos} could be read: {skipped[:3]}")
+        raise RuntimeFailure(f"none of the {len(items)} files in {photos} could be read: {skipped[:3]}")
     write_png(out_dir / "grid.png", comparison_grid(pairs))
 
     style = _mean(style_rows)

@@ -26,7 +26,7 @@ from torchvision.utils import make_grid
 
 from cartoon import tracking
 from cartoon.artifacts import load_generator, load_training_state, save_generator, save_training_state, write_json
-from cartoon.data.imageio import list_images, read_rgb
+from cartoon.data.store import Images, open_images, row_chunks
 from cartoon.errors import RuntimeFailure, UsageError
 from cartoon.inference import to_uint8
 from cartoon.methods import get_method
@@ -50,47 +50,46 @@ class PhaseOutputs:
     checkpoint: Path
 
 
-@dataclass
-class ImageSet:
-    names: list[str]
-    images: torch.Tensor  # uint8, N x 3 x H x W
+class ImageSet(Images):
+    """An image set a phase trains on; a store stays memory-mapped and only batches are read."""
+
+    def rows(self, index: torch.Tensor) -> np.ndarray:
+        """Rows ``index`` as uint8 N x H x W x 3, read in file order (each once) for locality,
+        then put back in the order asked for."""
+        unique, inverse = np.unique(index.numpy(), return_inverse=True)
+        return self.pixels[unique][inverse]
 
     def batch(self, index: torch.Tensor, device: torch.device) -> torch.Tensor:
-        return self.images[index].to(device).float().div_(127.5).sub_(1.0)
+        """Rows ``index`` as float N x 3 x H x W in [-1, 1]; only uint8 goes to the device."""
+        pixels = torch.from_numpy(self.rows(index)).permute(0, 3, 1, 2).contiguous()
+        return pixels.to(device).float().div_(127.5).sub_(1.0)
 
 
-def load_image_set(folder: Path, label: str, allow_empty: bool = False) -> ImageSet | None:
-    """All images of a folder as one uint8 tensor; they must share one size (the resize stage's).
-    An empty folder is an error unless ``allow_empty`` (then None)."""
-    if not folder.is_dir():
-        raise UsageError(f"{label} folder not found: {folder}")
-    files = list_images(folder)
-    if not files:
+def load_image_set(path: Path, label: str, allow_empty: bool = False) -> ImageSet | None:
+    """An image set from a store or a folder of same-size images; an empty set is an error unless
+    ``allow_empty`` (then None)."""
+    images = open_images(path, label)
+    if not images.names:
         if allow_empty:
             return None
-        raise RuntimeFailure(f"no images in {label} folder {folder}")
-    arrays = [read_rgb(path) for path in files]
-    shapes = {a.shape for a in arrays}
-    if len(shapes) != 1:
-        raise RuntimeFailure(f"{label} images in {folder} differ in size {sorted(shapes)}; run the resize stage")
-    stacked = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    return ImageSet([p.stem for p in files], stacked)
+        raise RuntimeFailure(f"no images in {label} set {path}")
+    return ImageSet(images.names, images.pixels)
 
 
-def load_face_sets(data: dict[str, Path], needed: tuple[str, ...], every: int) -> dict[str, ImageSet]:
+def load_face_sets(data: dict[str, Path | None], needed: tuple[str, ...], every: int) -> dict[str, ImageSet]:
     """``face_<set>`` for every set a phase needs, or {} when faces are off, not given or empty.
 
     White-box (Wang and Yu 2020) mixes a face batch into the scenery batches; the resize stage
-    always writes the face folders, empty when sources.yaml has no face source. Turning faces
+    always writes the face stores, empty when sources.yaml has no face source. Turning faces
     off is said out loud, never silent.
     """
     given = {name: data[f"face_{name}"] for name in needed if data.get(f"face_{name}") is not None}
     if every == 0 or not given:
         return {}
-    loaded = {name: load_image_set(folder, f"face_{name}", allow_empty=True) for name, folder in given.items()}
+    loaded = {name: load_image_set(path, f"face_{name}", allow_empty=True) for name, path in given.items()}
     present = {name: image_set for name, image_set in loaded.items() if image_set is not None}
     if not present:
-        console.print("faces: the face folders are empty; training on the other images only")
+        console.print("faces: the face sets are empty; training on the other images only")
         return {}
     lacking = [f"face_{name}" for name in needed if name not in present]
     if lacking:
@@ -112,12 +111,20 @@ def pick_device(choice: str) -> torch.device:
 
 
 def data_digest(sets: dict[str, ImageSet]) -> str:
-    """sha256 over the exact pixels and names of every image set a phase trains on."""
+    """sha256 over the exact pixels and names of every image set a phase trains on.
+
+    Stores are read slice by slice, never whole. Pixels are hashed in the N x 3 x H x W order of
+    the tensors the networks see, the order of earlier runs, so their ``data.sha256`` tags compare.
+    """
     digest = hashlib.sha256()
-    for name in sorted(sets):
-        digest.update(name.encode())
-        digest.update("\n".join(sets[name].names).encode())
-        digest.update(sets[name].images.numpy().tobytes())
+    with progress() as bar:
+        task = bar.add_task("hash data", total=sum(len(image_set.names) for image_set in sets.values()), status="")
+        for name in sorted(sets):
+            digest.update(name.encode())
+            digest.update("\n".join(sets[name].names).encode())
+            for rows in row_chunks(sets[name].pixels):
+                digest.update(np.ascontiguousarray(sets[name].pixels[rows].transpose(0, 3, 1, 2)))
+                bar.update(task, advance=rows.stop - rows.start)
     return digest.hexdigest()
 
 
@@ -184,7 +191,7 @@ def _start_run(params: Params, run_id: str | None, run_name: str) -> mlflow.Acti
 def run_phase(
     phase: Phase,
     params: Params,
-    data: dict[str, Path],
+    data: dict[str, Path | None],
     outputs: PhaseOutputs,
     init: Path | None = None,
 ) -> dict[str, Any]:
@@ -307,7 +314,7 @@ def run_phase(
             "method": method_cls.name,
             "params": method.params.model_dump(mode="json"),
             "size_multiple": method_cls.size_multiple,
-            "image_size": int(sets["photo"].images.shape[-1]),
+            "image_size": int(sets["photo"].pixels.shape[2]),
             "phase": phase,
             "steps": state["global_step"],
             "vgg_source": features.source,
@@ -316,7 +323,7 @@ def run_phase(
         if "cartoon" in sets:
             from cartoon.metrics import style_statistics
 
-            config["cartoon_reference"] = style_statistics(sets["cartoon"].images.permute(0, 2, 3, 1).numpy())
+            config["cartoon_reference"] = style_statistics(np.asarray(image) for image in sets["cartoon"].pixels)
         save_generator(outputs.model_dir, method.generator, config)
 
         metrics = {

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny image folders, a tiny params file, and an isolated MLflow store."""
+"""Shared fixtures: tiny image sets, a tiny params file, and an isolated MLflow store."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from cartoon.data.imageio import write_png
+from cartoon.data.store import write_store
 
 TINY_PARAMS = {
     "resize": {"size": 32, "test_fraction": 0.25, "seed": 0},
@@ -33,15 +34,18 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store: str) -> Path:
-    """A throwaway project folder (cwd) with tiny params and random 32x32 image sets."""
+    """A throwaway project folder (cwd) with tiny params and random 32x32 image sets: the stores
+    photo.npy, cartoon.npy and smooth.npy (as the pipeline writes them) and a folder of PNGs, test/."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     write_params(tmp_path / "params.yaml")
     rng = np.random.default_rng(0)
-    for folder, count in (("photo", 8), ("cartoon", 6), ("smooth", 6), ("test", 3)):
-        for index in range(count):
-            write_png(tmp_path / folder / f"{index:03d}.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    for name, count in (("photo", 8), ("cartoon", 6), ("smooth", 6)):
+        pixels = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+        write_store(tmp_path / f"{name}.npy", [f"{index:03d}" for index in range(count)], pixels)
+    for index in range(3):
+        write_png(tmp_path / "test" / f"{index:03d}.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
     return tmp_path
 
 

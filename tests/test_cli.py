@@ -8,9 +8,10 @@ from typer.testing import CliRunner
 
 from cartoon.cli import app
 from cartoon.data.imageio import write_png
+from cartoon.data.store import read_store, write_store
 
 runner = CliRunner()
-COMMANDS = ["crawl", "resize", "smooth", "pretrain", "train", "evaluate", "methods", "check-params"]
+COMMANDS = ["crawl", "resize", "smooth", "gray", "pretrain", "train", "evaluate", "methods", "check-params"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -32,20 +33,44 @@ def test_unknown_option_is_usage_error():
 
 def test_bad_params_key_exits_2_naming_it(project):
     (project / "params.yaml").write_text("train: {epochz: 3}\n")
-    result = runner.invoke(app, ["pretrain", "--photos", "photo"])
+    result = runner.invoke(app, ["pretrain", "--photos", "photo.npy"])
     assert result.exit_code == 2
     assert "train.epochz: unknown key" in result.output
 
 
-def test_missing_input_folder_exits_2(project):
-    result = runner.invoke(app, ["smooth", "--cartoons", "nowhere", "--out", "out"])
-    assert result.exit_code == 2 and "nowhere" in result.output
+@pytest.mark.parametrize("missing", ["nowhere", "nowhere.npy"])
+def test_missing_input_exits_2(project, missing):
+    result = runner.invoke(app, ["smooth", "--cartoons", missing, "--out", "out.npy"])
+    assert result.exit_code == 2 and missing in result.output
+
+
+def test_store_output_without_npy_suffix_exits_2(project):
+    result = runner.invoke(app, ["smooth", "--cartoons", "cartoon.npy", "--out", "smoothed"])
+    assert result.exit_code == 2 and "must end in .npy" in result.output
 
 
 def test_runtime_failure_exits_1(project):
     (project / "empty").mkdir()
-    result = runner.invoke(app, ["smooth", "--cartoons", "empty", "--out", "out"])
+    result = runner.invoke(app, ["smooth", "--cartoons", "empty", "--out", "out.npy"])
     assert result.exit_code == 1 and "no images" in result.output
+
+
+def test_damaged_store_exits_1_naming_it(project):
+    data = (project / "cartoon.npy").read_bytes()
+    (project / "cartoon.npy").write_bytes(data[: len(data) // 2])
+    result = runner.invoke(app, ["smooth", "--cartoons", "cartoon.npy", "--out", "out.npy"])
+    assert result.exit_code == 1 and "cartoon.npy" in result.output and "re-run the stage" in result.output
+
+
+def test_smooth_then_gray_write_stores_with_the_cartoons_names(project):
+    assert runner.invoke(app, ["smooth", "--cartoons", "cartoon.npy", "--out", "smoothed/train.npy"]).exit_code == 0
+    result = runner.invoke(app, ["gray", "--cartoons", "cartoon.npy", "--smoothed", "smoothed/train.npy", "--out", "gray"])
+    assert result.exit_code == 0, result.output
+    names = read_store(project / "cartoon.npy").names
+    for path in ("smoothed/train.npy", "gray/cartoon.npy", "gray/smooth.npy"):
+        assert read_store(project / path).names == names
+    gray = read_store(project / "gray/smooth.npy").pixels
+    assert np.array_equal(gray[..., 0], gray[..., 2])
 
 
 def test_methods_lists_paper_defaults():
@@ -56,7 +81,7 @@ def test_methods_lists_paper_defaults():
 
 @pytest.mark.filterwarnings("ignore::cartoon.vgg.RandomWeightsWarning")
 def test_evaluate_by_hand_skips_bad_files_and_writes_grid(project):
-    assert runner.invoke(app, ["pretrain", "--photos", "photo", "--out", "gen"]).exit_code == 0
+    assert runner.invoke(app, ["pretrain", "--photos", "photo.npy", "--out", "gen"]).exit_code == 0
     mine = project / "mine"
     rng = np.random.default_rng(1)
     write_png(mine / "wide.png", rng.integers(0, 256, (30, 70, 3), dtype=np.uint8))
@@ -75,6 +100,16 @@ def test_evaluate_by_hand_skips_bad_files_and_writes_grid(project):
     assert read_rgb(project / "res/images/wide.png").shape == (30, 70, 3)  # same size as the input
     grid = read_rgb(project / "res/grid.png")
     assert grid.shape[0] == 2 * 160 + 4  # inputs over outputs
+
+
+@pytest.mark.filterwarnings("ignore::cartoon.vgg.RandomWeightsWarning")
+def test_evaluate_a_store_names_outputs_by_its_names(project):
+    assert runner.invoke(app, ["pretrain", "--photos", "photo.npy", "--out", "gen"]).exit_code == 0
+    write_store(project / "held_out.npy", ["b-item", "a-item"], np.stack([np.full((32, 32, 3), v, np.uint8) for v in (0, 200)]))
+    result = runner.invoke(app, ["evaluate", "--model", "gen", "--photos", "held_out.npy", "--out", "res"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((project / "res/metrics.json").read_text())["images"] == 2
+    assert sorted(p.name for p in (project / "res/images").iterdir()) == ["a-item.png", "b-item.png"]
 
 
 def test_evaluate_unknown_model_exits_2(project):

@@ -13,6 +13,7 @@ import mlflow
 import pytest
 import yaml
 
+from cartoon.data.store import read_store
 from tests.conftest import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,8 +21,8 @@ pytestmark = pytest.mark.e2e
 
 TINY_SOURCES = {
     "sources": [
-        {"name": "photos", "kind": "builtin", "domain": "photo", "count": 10, "size": 48, "seed": 1},
-        {"name": "cartoons", "kind": "builtin", "domain": "cartoon", "count": 8, "size": 48, "seed": 1},
+        {"name": "photos", "kind": "builtin", "domain": "photo", "count": 10, "size": 64, "seed": 1},
+        {"name": "cartoons", "kind": "builtin", "domain": "cartoon", "count": 8, "size": 64, "seed": 1},
     ]
 }
 
@@ -65,6 +66,16 @@ def test_repro_writes_documented_metrics(repo):
     assert (repo / "reports/evaluate/grid.png").stat().st_size > 0
     train = json.loads((repo / "reports/train/metrics.json").read_text())
     assert train["vgg_source"] == "random:0"
+
+
+def test_images_are_stored_as_a_few_large_files(repo):
+    resized = sorted(str(p.relative_to(repo / "data/resized")) for p in (repo / "data/resized").rglob("*") if p.is_file())
+    stores = ["cartoon/train", "face_cartoon/train", "face_photo/train", "photo/test", "photo/train"]
+    assert resized == sorted(["manifest.csv", *(f"{s}.npy" for s in stores), *(f"{s}.names.txt" for s in stores)])
+    for derived in ("data/smoothed/train.npy", "data/gray/cartoon.npy", "data/gray/smooth.npy"):
+        assert read_store(repo / derived).names == read_store(repo / "data/resized/cartoon/train.npy").names
+    held_out = read_store(repo / "data/resized/photo/test.npy").names
+    assert sorted(p.stem for p in (repo / "reports/evaluate/images").iterdir()) == sorted(held_out)
 
 
 def test_mlflow_run_has_metrics_and_registered_version(repo):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from io import BytesIO
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from cartoon.data.imageio import ImageRejected, decode_image, decode_image_with_format, sha256_bytes
+from cartoon.data.imageio import ImageRejected, decode_image, decode_image_with_format, sha256_bytes, write_atomic
 
 CAP = 10_000_000
 
@@ -173,3 +174,18 @@ def test_pillow_bomb_limits_become_rejections(monkeypatch):
 def test_sha256_bytes_matches_hashlib():
     assert sha256_bytes(b"abc") == hashlib.sha256(b"abc").hexdigest()
     assert sha256_bytes(b"abc").startswith("ba7816bf")
+
+
+def test_write_atomic_replaces_whole_files_and_leaves_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "sub" / "names.txt"
+    write_atomic(target, b"old\n")
+    write_atomic(target, b"new\n")
+    assert target.read_bytes() == b"new\n"
+
+    def full_disk(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(target, b"lost\n")
+    assert target.read_bytes() == b"new\n" and [p.name for p in target.parent.iterdir()] == ["names.txt"]

@@ -1,4 +1,4 @@
-"""The resize stage: square crops of the right size and a split that is stable and seeded."""
+"""The resize stage: square crops of the right size in image stores, and a split that is stable and seeded."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import yaml
 from PIL import Image
 
 from cartoon.data.crawl import crawl
-from cartoon.data.imageio import read_rgb
-from cartoon.data.resize import MANIFEST_COLUMNS, resize, split_photos
+from cartoon.data.imageio import decode_image
+from cartoon.data.resize import MANIFEST_COLUMNS, resize, split_photos, square
+from cartoon.data.store import read_store
 from cartoon.errors import RuntimeFailure, UsageError
 from cartoon.params import CrawlParams, ResizeParams
 
@@ -37,7 +38,16 @@ def crawled(tmp_path: Path, photos: int, cartoons: int) -> Path:
     return tmp_path / "raw"
 
 
-def test_outputs_are_square_and_manifest_is_complete(tmp_path, capsys):
+STORES = ["cartoon/train.npy", "face_cartoon/train.npy", "face_photo/train.npy", "photo/test.npy", "photo/train.npy"]
+
+
+def pixels_of(out: Path, manifest: pd.DataFrame, item_id: str) -> np.ndarray:
+    """An item's resized pixels, found through the manifest (the index of record)."""
+    row = manifest.set_index("item_id").loc[item_id]
+    return read_store(out / row["path"]).pixels[row["row"]]
+
+
+def test_outputs_are_square_stores_indexed_by_the_manifest(tmp_path, capsys):
     raw = crawled(tmp_path, photos=5, cartoons=3)
     out = tmp_path / "data"
     manifest = resize(raw, out, ResizeParams(size=32, test_fraction=0.2, seed=0))
@@ -46,14 +56,29 @@ def test_outputs_are_square_and_manifest_is_complete(tmp_path, capsys):
     assert (manifest.status == "ok").all() and len(manifest) == 8
     assert manifest.split.tolist().count("test") == 1 and set(manifest[manifest.domain == "cartoon"].split) == {"train"}
     for row in manifest.to_dict("records"):
-        assert row["path"] == f"{row['domain']}/{row['split']}/{row['item_id']}.png"
-        assert read_rgb(out / row["path"]).shape == (32, 32, 3)
+        assert row["path"] == f"{row['domain']}/{row['split']}.npy"
+    for path, rows in manifest.groupby("path"):
+        store = read_store(out / path)
+        assert store.pixels.shape == (len(rows), 32, 32, 3)
+        assert store.names == sorted(rows.item_id) == rows.sort_values("row").item_id.tolist()  # rows in item_id order
+        assert rows.row.tolist() == list(range(len(rows)))
     photo = manifest[manifest.domain == "photo"].sort_values("width")
     assert photo.width.tolist() == [40, 41, 42, 43, 44] and set(photo.height) == {30}  # original sizes
-    on_disk = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
-    assert on_disk == sorted(manifest.path)
+    on_disk = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert on_disk == sorted(["manifest.csv", *STORES, *(name.replace(".npy", ".names.txt") for name in STORES)])
+    for face in ("face_photo", "face_cartoon"):  # always there for the training stages' deps, with no rows
+        assert read_store(out / face / "train.npy").pixels.shape == (0, 32, 32, 3)
     assert manifest.equals(manifest.sort_values(["domain", "split", "item_id"], ignore_index=True))
     assert "resize: 5 photos (4 train, 1 test), 3 cartoons at 32x32, 0 rejected" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_rerun_is_byte_identical_whatever_the_workers(tmp_path, workers):
+    raw = crawled(tmp_path, photos=9, cartoons=4)
+    resize(raw, tmp_path / "a", ResizeParams(size=16, workers=1))
+    resize(raw, tmp_path / "b", ResizeParams(size=16, workers=workers))
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert files and all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
 
 
 def test_centre_crop_after_scaling_the_shorter_side(tmp_path):
@@ -67,9 +92,9 @@ def test_centre_crop_after_scaling_the_shorter_side(tmp_path):
     stripes_id, tiny_id = crawl_manifest[crawl_manifest.domain == "photo"].item_id
     Image.fromarray(stripes).save(raw / "images" / "photo" / f"{stripes_id}.png")
     Image.fromarray(tiny).save(raw / "images" / "photo" / f"{tiny_id}.png")
-    manifest = resize(raw, tmp_path / "data", ResizeParams(size=30, test_fraction=0.0)).set_index("item_id")
-    first = read_rgb(tmp_path / "data" / manifest.loc[stripes_id, "path"])
-    second = read_rgb(tmp_path / "data" / manifest.loc[tiny_id, "path"])
+    manifest = resize(raw, tmp_path / "data", ResizeParams(size=30, test_fraction=0.0))
+    first = pixels_of(tmp_path / "data", manifest, stripes_id)
+    second = pixels_of(tmp_path / "data", manifest, tiny_id)
     assert np.all(first == (0, 255, 0))  # only the middle (green) third survives the crop
     assert np.all(second == 77)
 
@@ -112,12 +137,12 @@ def test_resize_split_is_deterministic_and_seed_dependent(tmp_path):
 def test_stale_outputs_are_removed(tmp_path):
     raw = crawled(tmp_path, photos=3, cartoons=1)
     out = tmp_path / "data"
-    stale = out / "photo" / "test" / "gone.png"
+    stale = out / "photo" / "test" / "gone.png"  # the per-image layout of earlier versions
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old")
     resize(raw, out, ResizeParams(size=16))
-    assert not stale.exists()
-    assert len(list(out.rglob("*.png"))) == 4
+    assert not stale.parent.exists()
+    assert sorted(p.name for p in out.rglob("*.npy")) == ["test.npy", "train.npy", "train.npy", "train.npy", "train.npy"]
 
 
 def test_damaged_stored_file_is_rejected_not_fatal(tmp_path):
@@ -125,11 +150,16 @@ def test_damaged_stored_file_is_rejected_not_fatal(tmp_path):
     stored = sorted((raw / "images" / "photo").iterdir())
     stored[0].write_bytes(stored[0].read_bytes()[:100])
     stored[1].unlink()
-    manifest = resize(raw, tmp_path / "data", ResizeParams(size=16))
+    out = tmp_path / "data"
+    manifest = resize(raw, out, ResizeParams(size=16, test_fraction=0.0))
     rejected = manifest[manifest.status == "rejected"].set_index("item_id")
     assert rejected.loc[stored[0].stem, "reason"] == "corrupt or truncated"
     assert rejected.loc[stored[1].stem, "reason"] == "unreadable (FileNotFoundError)"
-    assert (rejected.path == "").all() and (manifest.status == "ok").sum() == 2
+    assert (rejected.path == "").all() and rejected.row.isna().all() and (manifest.status == "ok").sum() == 2
+    ok = manifest[(manifest.status == "ok") & (manifest.domain == "photo")]
+    store = read_store(out / "photo" / "train.npy")  # the rejected rows leave no gap
+    assert store.names == ok.item_id.tolist() and ok.row.tolist() == [0]
+    assert np.array_equal(store.pixels[0], square(decode_image(stored[2].read_bytes(), 10**8), 16))
 
 
 def test_missing_domain_is_a_runtime_failure(tmp_path):

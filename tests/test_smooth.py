@@ -4,8 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from cartoon.data.imageio import list_images, read_rgb, write_png
-from cartoon.data.smooth import smooth_edges, smooth_folder
+from cartoon.data.imageio import write_png
+from cartoon.data.smooth import smooth_edges, smooth_store
+from cartoon.data.store import StoreWriter, read_store, write_store
 from cartoon.errors import RuntimeFailure
 from cartoon.params import SmoothParams
 
@@ -72,16 +73,29 @@ def test_flat_image_is_unchanged():
     assert np.array_equal(smooth_edges(flat), flat)
 
 
-def test_smooth_folder_keeps_names_and_drops_stale(tmp_path):
-    for index in range(3):
+def test_smooth_store_keeps_names_and_order(tmp_path):
+    images = np.stack([shapes_image(index) for index in range(3)])
+    write_store(tmp_path / "in.npy", ["c2", "c0", "c1"], images)
+    assert smooth_store(tmp_path / "in.npy", tmp_path / "out" / "train.npy", SmoothParams()) == 3
+    out = read_store(tmp_path / "out" / "train.npy")
+    assert out.names == ["c2", "c0", "c1"]
+    assert all(np.array_equal(out.pixels[index], smooth_edges(images[index])) for index in range(3))
+
+
+def test_smooth_reads_a_folder_too(tmp_path):
+    for index in range(2):
         write_png(tmp_path / "in" / f"c{index}.png", shapes_image(index))
-    write_png(tmp_path / "out" / "stale.png", shapes_image(9))
-    assert smooth_folder(tmp_path / "in", tmp_path / "out", SmoothParams()) == 3
-    assert [p.name for p in list_images(tmp_path / "out")] == ["c0.png", "c1.png", "c2.png"]
-    assert np.array_equal(read_rgb(tmp_path / "out/c1.png"), smooth_edges(shapes_image(1)))
+    assert smooth_store(tmp_path / "in", tmp_path / "out.npy", SmoothParams(kernel_size=3)) == 2
+    out = read_store(tmp_path / "out.npy")
+    assert out.names == ["c0", "c1"] and np.array_equal(out.pixels[1], smooth_edges(shapes_image(1), kernel_size=3))
 
 
-def test_smooth_folder_without_images_fails(tmp_path):
+def test_smooth_without_images_fails(tmp_path):
     (tmp_path / "in").mkdir()
     with pytest.raises(RuntimeFailure, match="no images"):
-        smooth_folder(tmp_path / "in", tmp_path / "out", SmoothParams())
+        smooth_store(tmp_path / "in", tmp_path / "out.npy", SmoothParams())
+    with StoreWriter(tmp_path / "empty.npy", 0, 8, 8) as writer:
+        writer.commit([])
+    with pytest.raises(RuntimeFailure, match="no images"):
+        smooth_store(tmp_path / "empty.npy", tmp_path / "out.npy", SmoothParams())
+    assert not (tmp_path / "out.npy").exists()

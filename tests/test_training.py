@@ -1,23 +1,27 @@
 """The shared training loop: outputs, MLflow records, resume after a kill, NaN handling."""
 
+import hashlib
 import json
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from cartoon.data.imageio import write_png
+from cartoon.data.store import read_store, write_store
 from cartoon.errors import RuntimeFailure
 from cartoon.methods.cartoongan import CartoonGAN
 from cartoon.params import load_params
-from cartoon.training import PhaseOutputs, run_phase
+from cartoon.training import PhaseOutputs, data_digest, load_image_set, run_phase
 from tests.conftest import write_params
 
 pytestmark = pytest.mark.filterwarnings("ignore::cartoon.vgg.RandomWeightsWarning")
 
 
 def _data(root):
-    return {"photo": root / "photo", "cartoon": root / "cartoon", "smooth": root / "smooth"}
+    return {"photo": root / "photo.npy", "cartoon": root / "cartoon.npy", "smooth": root / "smooth.npy"}
 
 
 def _outputs(root, phase, tag=""):
@@ -53,8 +57,6 @@ def test_pretrain_then_train_writes_outputs_and_tracks(project):
     assert csv_lines[0].startswith("step,") and len(csv_lines) == 5
 
     loaded = mlflow.pyfunc.load_model(record["registered_uri"])
-    import numpy as np
-
     out = loaded.predict(np.zeros((1, 20, 28, 3), np.uint8))  # any size, not a multiple of 4
     assert out.shape == (1, 20, 28, 3) and out.dtype == np.uint8
 
@@ -128,13 +130,8 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(project, monkeypat
     assert not (project / "models/pretrain").exists()
 
 
-def _constant_images(folder, count, value):
-    import numpy as np
-
-    from cartoon.data.imageio import write_png
-
-    for index in range(count):
-        write_png(folder / f"{value}-{index}.png", np.full((32, 32, 3), value, np.uint8))
+def _constant_store(path, count, value):
+    write_store(path, [f"{index:03d}" for index in range(count)], np.full((count, 32, 32, 3), value, np.uint8))
 
 
 def _record_batches(monkeypatch):
@@ -154,9 +151,9 @@ def _record_batches(monkeypatch):
 
 def test_face_batches_every_nth_batch(project, monkeypatch):
     """White-box's data mix: with face sets, every face_every-th batch is faces (photo and cartoon)."""
-    for folder, value in (("photo", 10), ("cartoon", 60), ("face_photo", 200), ("face_cartoon", 250)):
-        _constant_images(project / f"flat_{folder}", 8, value)
-    data = {name: project / f"flat_{name}" for name in ("photo", "cartoon", "face_photo", "face_cartoon")}
+    for name, value in (("photo", 10), ("cartoon", 60), ("face_photo", 200), ("face_cartoon", 250)):
+        _constant_store(project / f"flat_{name}.npy", 8, value)
+    data = {name: project / f"flat_{name}.npy" for name in ("photo", "cartoon", "face_photo", "face_cartoon")}
     write_params(project / "params.yaml", model={"name": "whitebox"},
                  train={"epochs": 2, "batch_size": 2, "face_every": 3, "sample_every": 100})  # fmt: skip
     params = load_params("params.yaml")
@@ -170,15 +167,53 @@ def test_face_batches_every_nth_batch(project, monkeypatch):
     assert run.data.params["data.face_photos"] == "8" and run.data.params["train.face_every"] == "3"
 
 
-def test_empty_face_folders_train_on_scenery_and_say_so(project, monkeypatch, capsys):
-    for folder, value in (("photo", 10), ("cartoon", 60)):
-        _constant_images(project / f"flat_{folder}", 4, value)
-    (project / "no_faces").mkdir()
-    (project / "no_faces" / "EMPTY.txt").write_text("none\n")
-    data = {"photo": project / "flat_photo", "cartoon": project / "flat_cartoon",
-            "face_photo": project / "no_faces", "face_cartoon": project / "no_faces"}  # fmt: skip
+@pytest.mark.parametrize("empty", ["store", "folder"])
+def test_empty_face_sets_train_on_scenery_and_say_so(project, monkeypatch, capsys, empty):
+    for name, value in (("photo", 10), ("cartoon", 60)):
+        _constant_store(project / f"flat_{name}.npy", 4, value)
+    if empty == "store":  # what the resize stage writes when sources.yaml has no faces
+        no_faces = project / "no_faces.npy"
+        _constant_store(no_faces, 0, 0)
+    else:
+        no_faces = project / "no_faces"
+        no_faces.mkdir()
+        (no_faces / "README.txt").write_text("none\n")
+    data = {"photo": project / "flat_photo.npy", "cartoon": project / "flat_cartoon.npy",
+            "face_photo": no_faces, "face_cartoon": no_faces}  # fmt: skip
     write_params(project / "params.yaml", model={"name": "whitebox"}, train={"epochs": 1, "batch_size": 1, "face_every": 2})
     seen = _record_batches(monkeypatch)
     run_phase("train", load_params("params.yaml"), data, _outputs(project, "train"))
     assert len(seen) == 4 and all(batch["photo"] == round(10 / 127.5 - 1, 3) for batch in seen)
-    assert "face folders are empty" in capsys.readouterr().err
+    assert "face sets are empty" in capsys.readouterr().err
+
+
+def test_store_is_memory_mapped_and_batches_read_only_their_rows(project):
+    images = load_image_set(project / "photo.npy", "photo")
+    assert isinstance(images.pixels, np.memmap)
+    index = torch.tensor([5, 1, 5, 0])  # unsorted, with a repeat (small sets wrap within a batch)
+    expected = torch.from_numpy(np.array(images.pixels)).permute(0, 3, 1, 2)[index].float() / 127.5 - 1
+    batch = images.batch(index, torch.device("cpu"))
+    assert batch.is_contiguous() and torch.allclose(batch, expected, atol=1e-6)
+
+
+def test_folder_and_store_of_the_same_images_train_alike(project):
+    """Folders people pass by hand and the pipeline's stores give one digest and the same weights."""
+    for name in ("photo", "cartoon", "smooth"):
+        store = read_store(project / f"{name}.npy")
+        for image_name, pixels in zip(store.names, store.pixels):
+            write_png(project / name / f"{image_name}.png", pixels)
+    folders = {name: project / name for name in ("photo", "cartoon", "smooth")}
+    stores, loaded = ({name: load_image_set(path, name) for name, path in data.items()} for data in (_data(project), folders))
+    assert data_digest(stores) == data_digest(loaded)
+    old_style = hashlib.sha256()  # the digest of earlier versions, which held N x 3 x H x W tensors
+    for name in sorted(stores):
+        old_style.update(name.encode() + "\n".join(stores[name].names).encode())
+        old_style.update(torch.from_numpy(np.array(stores[name].pixels)).permute(0, 3, 1, 2).contiguous().numpy().tobytes())
+    assert data_digest(stores) == old_style.hexdigest()
+
+    params = load_params("params.yaml")
+    run_phase("pretrain", params, _data(project), _outputs(project, "pretrain", "-store"))
+    run_phase("pretrain", params, folders, _outputs(project, "pretrain", "-folder"))
+    a = load_file(project / "models-store/pretrain/generator.safetensors")
+    b = load_file(project / "models-folder/pretrain/generator.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,4 +1,4 @@
-"""Reading and writing the pipeline's own images (trusted PNGs it wrote itself).
+"""Reading and writing the pipeline's own images (trusted files it wrote itself).
 
 Untrusted input (crawled bytes, user folders) goes through ``decode_image`` instead.
 """
@@ -10,8 +10,6 @@ import os
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 from pathlib import Path
 
@@ -31,56 +29,25 @@ def read_rgb(path: Path | str) -> np.ndarray:
 
 
 def write_png(path: Path | str, rgb: np.ndarray) -> None:
-    """Write HxWx3 uint8 RGB as PNG atomically (temp file, then rename), creating parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write HxWx3 uint8 RGB as PNG atomically, creating parent folders."""
     ok, buf = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"cannot encode PNG for {path}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(buf.tobytes())
-    os.replace(tmp, path)
+    write_atomic(path, buf.tobytes())
 
 
-def map_folder(in_dir: Path, out_dir: Path, transform: Callable[[np.ndarray], np.ndarray], description: str) -> int:
-    """Write ``transform(image)`` of every image in in_dir to out_dir as PNG; returns the count.
-
-    Outputs keep their input names (``x.jpg`` -> ``x.png``); out_dir is emptied first so a file
-    removed from in_dir does not linger in a stage output. OpenCV releases the GIL, so a few
-    threads overlap decoding, filtering and encoding.
-    """
-    from cartoon.errors import RuntimeFailure, UsageError
-    from cartoon.progress import track
-
-    in_dir, out_dir = Path(in_dir), Path(out_dir)
-    if not in_dir.is_dir():
-        raise UsageError(f"input folder not found: {in_dir}")
-    if out_dir.resolve() == in_dir.resolve():
-        raise UsageError(f"output folder must differ from the input folder: {out_dir}")
-    sources = list_images(in_dir)
-    if not sources:
-        raise RuntimeFailure(f"no images in {in_dir}")
-    targets = [out_dir / src.with_suffix(".png").name for src in sources]
-    if len(set(targets)) != len(targets):
-        raise RuntimeFailure(f"{in_dir} holds images that differ only by suffix; their PNG outputs would collide")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.iterdir():
-        if stale.is_file():
-            stale.unlink()
-
-    def work(pair: tuple[Path, Path]) -> None:
-        src, dst = pair
-        try:
-            rgb = read_rgb(src)
-        except OSError as exc:
-            raise RuntimeFailure(str(exc)) from None
-        write_png(dst, transform(rgb))
-
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        for _ in track(pool.map(work, zip(sources, targets)), description, total=len(sources)):
-            pass
-    return len(sources)
+def write_atomic(path: Path | str, data: bytes) -> None:
+    """Write bytes to a temp file beside ``path``, then rename it: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def gray3(rgb: np.ndarray) -> np.ndarray:

@@ -1,9 +1,11 @@
-"""The ``resize`` stage: crawled images -> square training PNGs, with a stable photo train/test split.
+"""The ``resize`` stage: crawled images -> square training images, with a stable photo train/test split.
 
-Layout: ``<out>/photo/train/<item_id>.png``, ``<out>/photo/test/<item_id>.png``,
-``<out>/cartoon/train/<item_id>.png``, ``<out>/face_photo/train/``, ``<out>/face_cartoon/train/``
-and ``<out>/manifest.csv``. Only photos are held out; the face folders (White-box's face
-batches) always exist so the training stages can depend on them, with a note file when empty.
+Output: one image store per set (``cartoon.data.store``: ``<set>.npy`` + ``<set>.names.txt``),
+``<out>/photo/train.npy``, ``<out>/photo/test.npy``, ``<out>/cartoon/train.npy``,
+``<out>/face_photo/train.npy``, ``<out>/face_cartoon/train.npy``, rows in item_id order, and
+``<out>/manifest.csv``, whose ``path`` and ``row`` columns locate every usable item. Only photos
+are held out; the face stores (White-box's face batches) always exist so the training stages can
+depend on them, with no rows when there are no faces.
 """
 
 from __future__ import annotations
@@ -13,24 +15,26 @@ import math
 import shutil
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import ExitStack
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from cartoon.data.imageio import ImageRejected, decode_image, write_png
+from cartoon.data.imageio import ImageRejected, decode_image
+from cartoon.data.store import STORE_SUFFIX, StoreWriter, write_store
 from cartoon.errors import RuntimeFailure, UsageError
 from cartoon.params import ResizeParams
 from cartoon.progress import console, progress
 
 MANIFEST_COLUMNS = [
     "item_id", "domain", "split", "sha256", "source", "origin",
-    "width", "height", "status", "reason", "path",
+    "width", "height", "status", "reason", "path", "row",
 ]  # fmt: skip
 DOMAINS = ("photo", "cartoon")  # both needed for training
 FACE_DOMAINS = ("face_photo", "face_cartoon")  # optional
-EMPTY_NOTE = "EMPTY.txt"
+SETS = (("photo", "train"), ("photo", "test"), ("cartoon", "train"), ("face_photo", "train"), ("face_cartoon", "train"))
 _NEEDED = ("item_id", "domain", "sha256", "source", "origin", "status", "path")
 
 
@@ -68,17 +72,22 @@ def square(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(rgb[top : top + size, left : left + size])
 
 
-def _process(row: dict, raw_dir: Path, out_dir: Path, params: ResizeParams) -> dict:
-    """Decode, square and write one image; a failure becomes a rejected row, never an exception."""
+def store_name(domain: str, split: str) -> str:
+    """Where a set's store lies in the resize output: ``photo/train.npy``."""
+    return f"{domain}/{split}{STORE_SUFFIX}"
+
+
+def _process(row: dict, raw_dir: Path, target: np.ndarray, params: ResizeParams) -> dict:
+    """Decode and square one image into ``target`` (its row of the store); a failure becomes a
+    rejected row, never an exception."""
     try:
         rgb = decode_image((raw_dir / row["path"]).read_bytes(), params.max_pixels)
     except OSError as exc:
         return {**row, "status": "rejected", "reason": f"unreadable ({type(exc).__name__})", "split": "", "path": ""}
     except ImageRejected as exc:
         return {**row, "status": "rejected", "reason": exc.reason, "split": "", "path": ""}
-    relative = f"{row['domain']}/{row['split']}/{row['item_id']}.png"
-    write_png(out_dir / relative, square(rgb, params.size))
-    return {**row, "width": rgb.shape[1], "height": rgb.shape[0], "status": "ok", "reason": "", "path": relative}
+    target[...] = square(rgb, params.size)
+    return {**row, "width": rgb.shape[1], "height": rgb.shape[0], "status": "ok", "reason": ""}
 
 
 def _read_crawl_manifest(raw_dir: Path) -> pd.DataFrame:
@@ -108,8 +117,10 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
     """Run the resize stage and return its manifest (also written to ``out_dir/manifest.csv``).
 
     Only ``ok`` rows of the crawl manifest are used; the photo split is decided from them before
-    decoding, so it depends only on the seed and the crawled ids. Raises RuntimeFailure when
-    either domain ends up with no usable image, since training needs both.
+    decoding, so it depends only on the seed and the crawled ids. ``params.workers`` threads decode
+    and square images straight into the stores' memory maps. Rows that fail to decode stay in the
+    manifest as rejected. Raises RuntimeFailure when either domain ends up with no usable image,
+    since training needs both.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     crawled = _read_crawl_manifest(raw_dir)
@@ -129,24 +140,33 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
         shutil.rmtree(out_dir / domain, ignore_errors=True)
     (out_dir / "manifest.csv").unlink(missing_ok=True)
 
+    groups: dict[str, list[dict]] = {store_name(domain, split): [] for domain, split in SETS}
+    for row in sorted(rows, key=lambda item: item["item_id"]):  # stable row order: reruns are byte-identical
+        groups[store_name(row["domain"], row["split"])].append(row)
     done: list[dict] = []
     counts: Counter[str] = Counter()
-    with progress() as bar, ThreadPoolExecutor(max_workers=params.workers) as pool:
-        task = bar.add_task("resize", total=len(rows), status="")
-        futures = [pool.submit(_process, row, raw_dir, out_dir, params) for row in rows]
-        for future in as_completed(futures):
-            result = future.result()
-            done.append(result)
-            counts[result["status"]] += 1
-            bar.update(task, advance=1, status=f"{counts['ok']} ok, {counts['rejected']} rejected")
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for domain in FACE_DOMAINS:
-        folder = out_dir / domain / "train"
-        if not folder.is_dir():  # DVC keeps no empty folder; a note keeps this one
-            folder.mkdir(parents=True)
-            (folder / EMPTY_NOTE).write_text(f"No {domain} images: sources.yaml has no usable {domain} source.\n")
-    manifest = pd.DataFrame(done, columns=MANIFEST_COLUMNS).astype({"width": "Int64", "height": "Int64"})
+    with ExitStack() as stack:
+        writers = {name: stack.enter_context(StoreWriter(out_dir / name, len(group), params.size, params.size))
+                   for name, group in groups.items()}  # fmt: skip
+        with progress() as bar, ThreadPoolExecutor(max_workers=params.workers) as pool:
+            task = bar.add_task("resize", total=len(rows), status="")
+            futures = {name: [pool.submit(_process, row, raw_dir, writers[name].pixels[index], params)
+                              for index, row in enumerate(group)] for name, group in groups.items()}  # fmt: skip
+            for future in as_completed([future for group in futures.values() for future in group]):
+                counts[future.result()["status"]] += 1
+                bar.update(task, advance=1, status=f"{counts['ok']} ok, {counts['rejected']} rejected")
+        for name, group in futures.items():
+            results = [future.result() for future in group]
+            ok = [index for index, result in enumerate(results) if result["status"] == "ok"]
+            for row_number, index in enumerate(ok):
+                results[index].update(path=name, row=row_number)
+            names = [results[index]["item_id"] for index in ok]
+            if len(ok) == len(results):
+                writers[name].commit(names)
+            else:  # copy the decoded rows into a store without the rejected ones' gaps
+                write_store(out_dir / name, names, writers[name].pixels, ok)
+            done.extend(results)
+    manifest = pd.DataFrame(done, columns=MANIFEST_COLUMNS).astype({"width": "Int64", "height": "Int64", "row": "Int64"})
     manifest = manifest.sort_values(["domain", "split", "item_id"], kind="stable", ignore_index=True)
     manifest.to_csv(out_dir / "manifest.csv", index=False, lineterminator="\n")
     console.print(summary(manifest, params.size), markup=False, highlight=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cartoon.data.imageio import map_folder
+from cartoon.data.store import map_store
 from cartoon.params import SmoothParams
 
 
@@ -32,8 +32,9 @@ def smooth_edges(rgb: np.ndarray, canny_low: int = 100, canny_high: int = 200, k
     return np.where(mask[..., None], blurred.astype(np.uint8), rgb)
 
 
-def smooth_folder(in_dir: Path, out_dir: Path, params: SmoothParams) -> int:
-    """Write the edge-smoothed version of every image in in_dir to out_dir; returns the count."""
-    return map_folder(
-        in_dir, out_dir, lambda rgb: smooth_edges(rgb, params.canny_low, params.canny_high, params.kernel_size), "smooth edges"
+def smooth_store(source: Path, out: Path, params: SmoothParams) -> int:
+    """Write the edge-smoothed version of every cartoon of ``source`` (a store or a folder) to the
+    store ``out``, same names, same order; returns the count."""
+    return map_store(
+        source, out, lambda rgb: smooth_edges(rgb, params.canny_low, params.canny_high, params.kernel_size), "smooth edges"
     )
