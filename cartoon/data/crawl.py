@@ -23,8 +23,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cartoon.data.dedupe import hamming, near_duplicates, perceptual_hash
-from cartoon.data.http import HttpCache, HttpClient, Rejected, check_url, write_atomic
-from cartoon.data.imageio import FORMAT_SUFFIXES, ImageRejected, decode_image_with_format, sha256_bytes
+from cartoon.data.http import HttpCache, HttpClient, Rejected, check_url
+from cartoon.data.imageio import FORMAT_SUFFIXES, ImageRejected, decode_image_with_format, sha256_bytes, write_atomic
 from cartoon.errors import UsageError
 from cartoon.params import CrawlParams, read_yaml
 from cartoon.progress import console, progress

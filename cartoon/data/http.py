@@ -28,6 +28,7 @@ from typing import Literal
 from urllib.parse import urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
+from cartoon.data.imageio import write_atomic
 from cartoon.params import CrawlParams
 
 USER_AGENT = "cartoon-pipeline/0.1 (photo-to-cartoon dataset crawler; honours robots.txt)"
@@ -385,11 +386,3 @@ class HttpClient:
 def _discard(body: object) -> None:
     if isinstance(body, tuple):
         Path(body[0]).unlink(missing_ok=True)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
