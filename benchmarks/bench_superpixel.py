@@ -8,8 +8,10 @@ On the same builtin photos, in one process, milliseconds per image of
                   colours, Python loops over regions and pairs, label image rewritten per merge;
   (b) felzenszwalb  cartoon.superpixel's vectorised version of the same algorithm (CPU);
   (c) slic_tensor   the default's GPU path: SLIC batched in torch on --device (the whole batch
-                    in one call, as training runs it; CUDA when available);
-  (d) skimage slic  the default's CPU path, and what the reference code runs, one image at a time;
+                    in one call, as training runs it; CUDA when available, else the CPU);
+  (d) skimage slic  the default's CPU path (scikit-image's SLIC, as the reference code runs it,
+                    then the regions painted with their mean), one image at a time;
+  (e) the CPU path as training calls it: the batch spread over 4 threads;
 and the speed-ups. felzenszwalb(scale=10, min_size=100) gives about 70-180
 regions on 256 px builtin photos, so at 200 segments nothing merges; smaller targets time the
 merge loop too. Outputs of (a) and (b) are compared (they may differ where similarity ties
@@ -21,16 +23,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from skimage.segmentation import felzenszwalb, slic
+from skimage.segmentation import felzenszwalb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.timing import per_image_ms  # noqa: E402
 from cartoon.data.builtin import builtin_items  # noqa: E402
-from cartoon.superpixel import HIST_BINS, STD_HIGH, STD_LOW, felzenszwalb_image, structure  # noqa: E402
+from cartoon.superpixel import HIST_BINS, STD_HIGH, STD_LOW, paint_mean, slic_tensor, structure, structure_image  # noqa: E402
 
 
 def reference_felzenszwalb(image: np.ndarray, n_segments: int) -> np.ndarray:
@@ -114,13 +117,12 @@ def main() -> None:
     print(f"{args.images} builtin photos, {args.size}x{args.size}, torch threads {torch.get_num_threads()}, batched SLIC on {device}")
     print(f"felzenszwalb regions before merging: {counts}")
 
-    def batched_slic(n_segments: int) -> float:
-        """ms per image of the whole batch in one call (the way training runs it), best of the repeats."""
-        def run() -> torch.Tensor:
-            out = structure(batch, "slic", n_segments)
+    def batch_ms(function: Callable[[], torch.Tensor]) -> float:
+        """ms per image of one call on the whole batch (the way training runs it), best of the repeats."""
+        def run() -> None:
+            function()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            return out
 
         run()  # warm-up (CUDA kernels, allocator)
         times = []
@@ -130,21 +132,22 @@ def main() -> None:
             times.append(time.perf_counter() - start)
         return 1000 * min(times) / len(images)
 
+    cpu_batch = batch.cpu()
     repeats = args.repeats
     for n_segments in (int(value) for value in args.segments.split(",")):
         ref_ms, ref = per_image_ms(lambda image: reference_felzenszwalb(image, n_segments), images, repeats)
-        fz_ms, fz = per_image_ms(lambda image: felzenszwalb_image(image, n_segments), images, repeats)
+        fz_ms, fz = per_image_ms(lambda image: structure_image(image, "felzenszwalb", n_segments), images, repeats)
         fz_only_ms, _ = per_image_ms(lambda image: felzenszwalb(image, scale=10, sigma=0.8, min_size=100, channel_axis=-1), images, repeats)
-        skimage_slic_ms, _ = per_image_ms(
-            lambda image: slic(image, n_segments=n_segments, compactness=10, sigma=1, start_label=0, channel_axis=-1), images, repeats
-        )
-        slic_ms = batched_slic(n_segments)
+        skimage_slic_ms, _ = per_image_ms(lambda image: structure_image(image, "slic", n_segments), images, repeats)
+        slic_ms = batch_ms(lambda: paint_mean(batch, *slic_tensor(batch, n_segments)))
+        threaded_ms = batch_ms(lambda: structure(cpu_batch, "slic", n_segments, workers=4))
         same = np.mean([np.mean(np.all(a == b, axis=-1)) for a, b in zip(ref, fz)])
         print(f"n_segments {n_segments}")
         print(f"  (a) reference felzenszwalb + merging     {ref_ms:9.2f} ms/image")
         print(f"  (b) ours, felzenszwalb + merging         {fz_ms:9.2f} ms/image   {ref_ms / fz_ms:6.1f} x (a)   ({same:.2%} of pixels identical)")
         print(f"  (c) ours, slic batched on {device.type:<4}           {slic_ms:9.2f} ms/image   {ref_ms / slic_ms:6.1f} x (a)   {skimage_slic_ms / slic_ms:5.1f} x (d)")
         print(f"  (d) scikit-image slic (CPU path, reference) {skimage_slic_ms:7.2f} ms/image   {ref_ms / skimage_slic_ms:6.1f} x (a)")
+        print(f"  (e) (d) as training runs it, 4 threads   {threaded_ms:9.2f} ms/image   {ref_ms / threaded_ms:6.1f} x (a)")
         print(f"  skimage felzenszwalb alone (in (a) and (b)): {fz_only_ms:.2f} ms/image; merging + colouring alone: "
               f"(a) {ref_ms - fz_only_ms:.2f}, (b) {fz_ms - fz_only_ms:.2f} ms/image")
 
