@@ -251,7 +251,7 @@ def test_interrupted_crawl_resumes_without_downloading_again(tmp_path, gallery, 
     def interrupted(item, out_dir, params):
         if len(examined) == 3:
             raise KeyboardInterrupt  # the user presses Ctrl-C half-way
-        examined.append(item.origin)
+        examined.append(item.where.origin)
         return real_examine(item, out_dir, params)
 
     monkeypatch.setattr(crawl_module, "_examine", interrupted)
@@ -378,3 +378,25 @@ def test_documented_examples_validate():
     examples = Path(__file__).resolve().parents[1] / "pipeline" / "sources.examples.yaml"
     kinds = {source.kind for _, source in load_sources(examples)}
     assert kinds == {"builtin", "local", "urls", "html", "video", "archive"}
+
+
+def test_large_archive_streams_in_bounded_memory(tmp_path):
+    """Members wait in a bounded queue and are freed once examined: memory does not grow with
+    the archive (60 members of 1 MB each here)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    member = encode(rng.integers(0, 256, (600, 600, 3), dtype=np.uint8))
+    assert len(member) > 1_000_000
+    with zipfile.ZipFile(tmp_path / "big.zip", "w", zipfile.ZIP_STORED) as archive:
+        for index in range(60):
+            archive.writestr(f"{index:02d}.png", member)
+    sources = write_sources(tmp_path, [{"kind": "archive", "domain": "photo", "path": "big.zip"}])
+    tracemalloc.start()
+    try:
+        manifest = crawl(sources, tmp_path / "raw", CrawlParams(workers=2, max_bytes=5_000_000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (manifest.status == "ok").sum() == 1 and (manifest.status == "duplicate").sum() == 59
+    assert peak < 30_000_000  # 60 MB of members went through

@@ -132,16 +132,24 @@ class SourcesFile(BaseModel):
 
 
 @dataclass(frozen=True)
-class _Origin:
-    """Where one item comes from and how to get its bytes (``load`` raises Rejected)."""
+class _Where:
+    """Where one item comes from: all that its manifest row needs."""
 
     index: int  # position of its source in the sources file, for sorting
-    position: int  # position within its source: listing order for URLs, path order for folders
+    position: int  # position within its source, in listing order
     source: str
     kind: str
     domain: str
     licence: str
     origin: str
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """An item and how to get its bytes (``load`` raises Rejected). Results keep only ``where``,
+    so bytes held by ``load`` (archive members, video frames) are freed once examined."""
+
+    where: _Where
     load: Callable[[], bytes]
 
 
@@ -206,7 +214,7 @@ def _plan(
     counter = itertools.count()
 
     def make(origin: str, load: Callable[[], bytes]) -> _Origin:
-        return _Origin(index, next(counter), name, src.kind, src.domain, src.licence, origin, load)
+        return _Origin(_Where(index, next(counter), name, src.kind, src.domain, src.licence, origin), load)
 
     def local(path: Path, what: str, folder_ok: bool = True) -> Path:
         path = path if path.is_absolute() else base / path
@@ -338,7 +346,7 @@ def _png_bytes(rgb: np.ndarray) -> bytes:
 
 @dataclass(frozen=True)
 class _Result:
-    item: _Origin
+    item: _Where
     sha256: str = ""
     phash: str = ""  # 16 hex digits of the 64-bit perceptual hash
     width: int | None = None
@@ -347,10 +355,11 @@ class _Result:
     reason: str = ""
 
 
-def _examine(item: _Origin, out_dir: Path, params: CrawlParams) -> _Result:
+def _examine(origin: _Origin, out_dir: Path, params: CrawlParams) -> _Result:
     """Load, validate and store one item; every failure becomes a reason, never an exception."""
+    item = origin.where
     try:
-        data = item.load()
+        data = origin.load()
     except Rejected as exc:
         return _Result(item, reason=exc.reason)
     except Exception as exc:  # untrusted input must not stop the crawl; the manifest shows the type
@@ -469,7 +478,7 @@ def _manifest(results: list[_Result], near_distance: int) -> pd.DataFrame:
     return manifest.astype({"width": "Int64", "height": "Int64"})
 
 
-def _rejected_id(item: _Origin) -> str:
+def _rejected_id(item: _Where) -> str:
     """A stable id for an item that may have no bytes at all: a hash of where it came from."""
     return sha256_bytes(f"{item.source}\n{item.origin}".encode())[:16]
 
