@@ -87,6 +87,12 @@ class LoopParams(Section):
     face_every: int = Field(
         5, ge=0, description="when face sets have images, every Nth batch is drawn from them (White-box: 5); 0 = never"
     )
+
+    @model_validator(mode="after")
+    def _face_cadence(self) -> LoopParams:
+        if self.face_every == 1:
+            raise ValueError("face_every must be 0 (no face batches) or at least 2 (1 would leave no scenery batch)")
+        return self
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")

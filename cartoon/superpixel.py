@@ -220,19 +220,24 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian, reflect borders, truncated at 4 sigma (scipy's default); written as a
-    weighted sum of shifted views, which beats a grouped conv2d on the CPU."""
+    """Separable Gaussian truncated at 4 sigma with scipy's default border (``reflect``: the edge
+    pixel repeated, d c b a | a b c d); written as a weighted sum of shifted views, which beats a
+    grouped conv2d on the CPU."""
     radius = int(4 * sigma + 0.5)
     if radius == 0:
         return images
     taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
     weights = torch.exp(-0.5 * (taps / sigma) ** 2)
     weights = (weights / weights.sum()).tolist()
-    h, w = images.shape[-2:]
-    padded = F.pad(images, (radius, radius, 0, 0), mode="reflect")
-    rows = sum(weight * padded[..., i : i + w] for i, weight in enumerate(weights))
-    padded = F.pad(rows, (0, 0, radius, radius), mode="reflect")
-    return sum(weight * padded[..., i : i + h, :] for i, weight in enumerate(weights))
+    out = images
+    for dim in (-1, -2):
+        size = out.shape[dim]
+        edge = min(radius, size)
+        padded = torch.cat([out.narrow(dim, 0, edge).flip(dim), out, out.narrow(dim, size - edge, edge).flip(dim)], dim)
+        if edge < radius:  # an image narrower than the kernel: extend with the edge value
+            padded = torch.cat([padded.narrow(dim, 0, 1)] * (radius - edge) + [padded] + [padded.narrow(dim, -1, 1)] * (radius - edge), dim)
+        out = sum(weight * padded.narrow(dim, i, size) for i, weight in enumerate(weights))
+    return out
 
 
 def slic_tensor(

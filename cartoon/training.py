@@ -147,6 +147,32 @@ def _epoch_order(n: int, seed: int, epoch: int, salt: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
+@dataclass(frozen=True)
+class _Slot:
+    faces: bool  # a face batch
+    epoch: int  # the scenery epoch, or the pass over the face set
+    index: int  # the batch within it
+    epoch_done: bool  # this batch completes a scenery epoch
+
+
+def _slot(step: int, per_epoch: int, face_every: int, face_batches: int) -> _Slot:
+    """What global step ``step`` draws. With faces, every ``face_every``-th step is a face batch
+    (the cadence runs across epochs); the other steps walk through the scenery epochs in order,
+    so every epoch still sees all its photos. Depends on the step alone, so a resume redraws
+    exactly the batches the killed run would have."""
+    if face_every and (step + 1) % face_every == 0:
+        drawn = step // face_every  # face batches before this one
+        return _Slot(True, drawn // face_batches, drawn % face_batches, False)
+    scenery = step - (step // face_every if face_every else 0)
+    return _Slot(False, scenery // per_epoch, scenery % per_epoch, scenery % per_epoch == per_epoch - 1)
+
+
+def _total_steps(epochs: int, per_epoch: int, face_every: int) -> int:
+    """All scenery batches of all epochs, with the face batches that fall between them."""
+    scenery = epochs * per_epoch
+    return scenery + ((scenery - 1) // (face_every - 1) if face_every else 0)
+
+
 def _epoch_orders(
     group: dict[str, ImageSet], prefix: str, style_sets: list[str], seed: int, epoch: int, salt: int
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -228,7 +254,9 @@ def run_phase(
     steps_per_epoch = math.ceil(n_photos / loop.batch_size)
     if loop.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, loop.max_steps_per_epoch)
-    total_steps = steps_per_epoch * loop.epochs
+    face_every = loop.face_every if faces else 0
+    face_batches = math.ceil(len(faces["face_photo"].names) / loop.batch_size) if faces else 0
+    total_steps = _total_steps(loop.epochs, steps_per_epoch, face_every)
     method.setup(phase, loop.epochs, steps_per_epoch)
     data_sha = data_digest(sets | faces)
     fingerprint = _fingerprint(phase, params, loop, data_sha, init_digest, features.source)
@@ -262,24 +290,18 @@ def run_phase(
         started = time.monotonic()
         seconds_before = state["seconds"]
         last: dict[str, float] = {}
-        orders_epoch = -1
+        orders: dict[str, tuple[int, tuple[torch.Tensor, torch.Tensor | None]]] = {}  # per kind: (epoch, shuffles)
         grid = None
         with progress() as bar:
             task = bar.add_task(f"{phase} {method_cls.name}", total=total_steps, completed=state["global_step"], status="")
             while state["global_step"] < total_steps:
                 step = state["global_step"]
-                epoch, index = divmod(step, steps_per_epoch)
-                if orders_epoch != epoch:  # shuffles depend on (seed, epoch) only, so a resume rebuilds them
-                    orders = {prefix: _epoch_orders(group, prefix, style_sets, loop.seed, epoch, salt)
-                              for prefix, group, salt in (("", sets, 0), ("face_", faces, 2)) if group}
-                    orders_epoch = epoch
-                if faces and (index + 1) % loop.face_every == 0:  # every face_every-th batch: faces
-                    prefix, group, draw = "face_", faces, index // loop.face_every
-                else:  # scenery batches continue where the previous one stopped
-                    prefix, group = "", sets
-                    draw = index - (index + 1) // loop.face_every if faces else index
-                positions = torch.arange(draw * loop.batch_size, (draw + 1) * loop.batch_size)
-                photo_order, style_order = orders[prefix]
+                slot = _slot(step, steps_per_epoch, face_every, face_batches)
+                prefix, group, salt = ("face_", faces, 2) if slot.faces else ("", sets, 0)
+                if orders.get(prefix, (None,))[0] != slot.epoch:  # shuffles depend on (seed, epoch) only: a resume rebuilds them
+                    orders[prefix] = (slot.epoch, _epoch_orders(group, prefix, style_sets, loop.seed, slot.epoch, salt))
+                photo_order, style_order = orders[prefix][1]
+                positions = torch.arange(slot.index * loop.batch_size, (slot.index + 1) * loop.batch_size)
                 batch = {"photo": group[f"{prefix}photo"].batch(photo_order[positions % len(photo_order)], device)}
                 if style_sets:
                     pick = style_order[positions % len(style_order)]
@@ -301,7 +323,7 @@ def run_phase(
                 if state["global_step"] % loop.sample_every == 0 or state["global_step"] == total_steps:
                     grid = _sample_grid(method, sample_photos)
                     mlflow.log_image(grid, key="samples", step=state["global_step"])
-                epoch_done = state["global_step"] % steps_per_epoch == 0
+                epoch_done = slot.epoch_done
                 if epoch_done:
                     method.end_epoch()
                 if epoch_done or state["global_step"] % loop.checkpoint_every == 0:

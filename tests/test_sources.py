@@ -162,6 +162,25 @@ def gallery_handler(site: Gallery, port_box: list[int]) -> type[BaseHTTPRequestH
                     self.reply(200, site.images["/img/b.png"], "image/png")
             elif path == "/pack.zip":
                 self.reply(200, site.archive, "application/zip")
+            elif path.startswith("/slow/"):  # a healthy but slow server: 0.25 s per image
+                time.sleep(0.25)
+                self.reply(200, encode(scene(int(path.rsplit("/", 1)[1]))), "image/png")
+            elif path == "/my%20photo%C3%A9.png":  # what a browser sends for "/my photoé.png"
+                self.reply(200, site.images["/img/a.png"], "image/png")
+            elif path == "/cdn/a.png":  # an image URL that redirects to where it is served
+                self.send_response(302)
+                self.send_header("Location", "/img/a.png")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif path == "/bad-redirect.png":
+                self.send_response(302)
+                self.send_header("Location", "http://[oops/x.png")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif path == "/malformed.html":
+                self.reply(200, b"<html><base href='http://[oops/'><a href='http://[oops/x.html'>x</a>"
+                                b"<img src='http://[oops/y.png'><img srcset='  '><img src='/img/a.png'><![if bad]></html>",
+                           "text/html")  # fmt: skip
             else:
                 self.reply(404 if path != "/broken.html" else 500, b"no", "text/plain")
 
@@ -279,6 +298,72 @@ def test_recrawl_revalidates_with_etags(tmp_path, gallery):
     assert changed[f"{base}/img/a.png"] == dict(zip(first.origin, first.sha256))[f"{base}/img/a.png"]
     assert changed[f"{base}/img/b.png"] != dict(zip(first.origin, first.sha256))[f"{base}/img/b.png"]
     assert not (tmp_path / "raw" / ".http-cache" / "crawl-in-progress.json").exists()
+
+
+def test_malformed_links_and_redirects_become_rows_not_crashes(tmp_path, gallery):
+    site, base = gallery
+    sources = write_sources(tmp_path, [
+        {"name": "page", "kind": "html", "domain": "photo", "start_urls": [f"{base}/malformed.html"]},
+        {"name": "list", "kind": "urls", "domain": "cartoon", "urls": [f"{base}/bad-redirect.png", f"{base}/my photoé.png"]},
+    ])  # fmt: skip
+    manifest = crawl(sources, tmp_path / "raw", CrawlParams(**FAST))
+    rows = dict(zip(manifest.origin.str.removeprefix(base), zip(manifest.status, manifest.reason)))
+    assert rows == {"/img/a.png": ("ok", ""), "/bad-redirect.png": ("rejected", "invalid redirect"), "/my photoé.png": ("ok", "")}
+
+
+def test_waiting_for_a_busy_host_does_not_count_against_the_time_budget(tmp_path, gallery):
+    """One request at a time to the host, 8 workers, 0.25 s per image, a 1.5 s budget each:
+    the last requests wait about 2 s for their turn and must still succeed."""
+    _, base = gallery
+    sources = write_sources(tmp_path, [{"kind": "urls", "domain": "photo", "urls": [f"{base}/slow/{i}" for i in range(8)]}])
+    params = CrawlParams(workers=8, per_host=1, host_delay_s=0, timeout_s=0.3, retries=0)
+    manifest = crawl(sources, tmp_path / "raw", params)
+    assert (manifest.status == "ok").all(), manifest.reason.tolist()
+
+
+def test_interrupt_stops_without_running_the_queue(tmp_path, gallery, monkeypatch):
+    site, base = gallery
+    urls = [f"{base}/slow/{i}" for i in range(12)]
+    sources = write_sources(tmp_path, [{"kind": "urls", "domain": "photo", "urls": urls}])
+    real_origins = crawl_module._origins
+
+    def interrupted(*args):
+        for count, item in enumerate(real_origins(*args), start=1):
+            yield item
+            if count == 6:
+                time.sleep(0.1)  # the two workers have started on the first items
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(crawl_module, "_origins", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        crawl(sources, tmp_path / "raw", CrawlParams(workers=2, **{**FAST, "per_host": 2}))
+    assert sum(site.hits[f"/slow/{i}"] for i in range(12)) <= 2  # queued items were cancelled
+    assert (tmp_path / "raw" / ".http-cache" / "crawl-in-progress.json").is_file()  # resumable
+
+
+def test_redirected_images_are_revalidated_at_their_final_url(tmp_path, gallery):
+    site, base = gallery
+    sources = write_sources(tmp_path, [{"kind": "urls", "domain": "photo", "urls": [f"{base}/cdn/a.png"]}])
+    crawl(sources, tmp_path / "raw", CrawlParams(**FAST))
+    crawl(sources, tmp_path / "raw", CrawlParams(**FAST))
+    assert site.not_modified == 1 and site.hits["/img/a.png"] == 2
+
+
+def test_face_photos_are_deduplicated_against_photos(tmp_path):
+    """A face photo that copies a photo must not bring it into training behind the split's back."""
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "faces").mkdir()
+    for index in range(3):
+        (tmp_path / "photos" / f"{index}.png").write_bytes(encode(scene(index)))
+    (tmp_path / "faces" / "copy.jpg").write_bytes(encode(cv2.resize(scene(1), (40, 32)), ".jpg", 80))
+    (tmp_path / "faces" / "own.png").write_bytes(encode(scene(7)))
+    sources = write_sources(tmp_path, [
+        {"name": "faces", "kind": "local", "domain": "face_photo", "path": "faces"},
+        {"name": "photos", "kind": "local", "domain": "photo", "path": "photos"},
+    ])  # fmt: skip
+    manifest = crawl(sources, tmp_path / "raw", CrawlParams(near_duplicate_distance=6))
+    status = dict(zip(manifest.origin.map(lambda o: Path(o).name), manifest.status))
+    assert status == {"0.png": "ok", "1.png": "ok", "2.png": "ok", "copy.jpg": "duplicate", "own.png": "ok"}
 
 
 def test_redirect_loop_page_is_recorded(tmp_path, gallery):
@@ -400,3 +485,42 @@ def test_large_archive_streams_in_bounded_memory(tmp_path):
         tracemalloc.stop()
     assert (manifest.status == "ok").sum() == 1 and (manifest.status == "duplicate").sum() == 59
     assert peak < 30_000_000  # 60 MB of members went through
+
+
+def test_robots_txt_redirect_is_followed_and_unreachable_is_told_apart(tmp_path):
+    """RFC 9309: follow robots.txt redirects; a server error on it disallows all, with its own reason."""
+    image = encode(scene(3))
+    hits: Counter[str] = Counter()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            hits[self.path] += 1
+            if self.path == "/robots.txt":
+                status, body, headers = 301, b"", {"Location": "/real-robots.txt"}
+            elif self.path == "/real-robots.txt":
+                status, body, headers = 200, b"User-agent: *\nDisallow: /private/\n", {"Content-Type": "text/plain"}
+            else:
+                status, body, headers = 200, image, {"Content-Type": "image/png"}
+            self.send_response(status)
+            for key, value in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+    class Broken(Handler):
+        def do_GET(self) -> None:
+            hits["broken " + self.path] += 1
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    with serving(Handler) as good, serving(Broken) as broken:
+        sources = write_sources(tmp_path, [{"kind": "urls", "domain": "photo",
+                                            "urls": [f"{good}/private/a.png", f"{good}/public/b.png", f"{broken}/c.png"]}])  # fmt: skip
+        manifest = crawl(sources, tmp_path / "raw", CrawlParams(**FAST, retries=1))
+    reasons = dict(zip(manifest.origin.map(lambda origin: origin.rsplit("/", 1)[1]), manifest.reason))
+    assert reasons == {"a.png": "disallowed by robots.txt", "b.png": "", "c.png": "robots.txt unreachable"}
+    assert hits["broken /robots.txt"] == 2 and hits["broken /c.png"] == 0  # retried, then nothing fetched

@@ -136,6 +136,15 @@ def test_names_must_match_the_rows(tmp_path):
         read_store(tmp_path / "set.npy")
 
 
+@pytest.mark.parametrize("name", ["../../escape", "a/b", "..", "c\\d"])
+def test_names_that_would_leave_a_folder_are_refused(tmp_path, name):
+    """Store names become file names (evaluate's outputs): a hand-made store cannot escape."""
+    write_store(tmp_path / "set.npy", ["a", "b"], noise(2))
+    names_path(tmp_path / "set.npy").write_text(f"a\n{name}\n")
+    with pytest.raises(RuntimeFailure, match="unusable image name"):
+        read_store(tmp_path / "set.npy")
+
+
 def test_folders_are_read_too(tmp_path):
     pixels = noise(2)
     write_png(tmp_path / "in" / "b.png", pixels[1])

@@ -181,3 +181,15 @@ def test_structure_batch_threads_match_serial():
         assert torch.equal(structure(batch, method, 10, workers=3), structure(batch, method, 10, workers=1))
     with pytest.raises(ValueError):
         structure(batch, "watershed", 10, workers=1)  # type: ignore[arg-type]
+
+
+def test_gaussian_blur_matches_scipy_including_borders():
+    from scipy.ndimage import gaussian_filter
+
+    from cartoon.superpixel import gaussian_blur
+
+    image = np.random.default_rng(0).random((2, 3, 9, 13))
+    ours = gaussian_blur(torch.from_numpy(image), 1.0).numpy()
+    for n in range(2):
+        for c in range(3):
+            np.testing.assert_allclose(ours[n, c], gaussian_filter(image[n, c], 1.0, truncate=4.0), atol=1e-12)

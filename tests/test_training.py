@@ -149,22 +149,43 @@ def _record_batches(monkeypatch):
     return seen
 
 
-def test_face_batches_every_nth_batch(project, monkeypatch):
-    """White-box's data mix: with face sets, every face_every-th batch is faces (photo and cartoon)."""
-    for name, value in (("photo", 10), ("cartoon", 60), ("face_photo", 200), ("face_cartoon", 250)):
-        _constant_store(project / f"flat_{name}.npy", 8, value)
-    data = {name: project / f"flat_{name}.npy" for name in ("photo", "cartoon", "face_photo", "face_cartoon")}
+def _valued_store(path, values):
+    """One 32x32 image per value, filled with it: a batch of one tells which image was drawn."""
+    write_store(path, [f"{index:03d}" for index in range(len(values))],
+                np.stack([np.full((32, 32, 3), value, np.uint8) for value in values]))  # fmt: skip
+
+
+def test_face_batches_every_nth_batch_and_epochs_still_see_every_photo(project, monkeypatch):
+    """White-box's data mix: every face_every-th batch is faces (photo and cartoon), the cadence
+    runs across epochs, and the scenery batches of each epoch still cover all photos."""
+    photos, faces = [10 + 5 * i for i in range(8)], [200, 210, 220]
+    _valued_store(project / "photo.npy", photos)
+    _valued_store(project / "cartoon.npy", [60 + i for i in range(8)])
+    _valued_store(project / "face_photo.npy", faces)
+    _valued_store(project / "face_cartoon.npy", [250, 251, 252])
+    data = {name: project / f"{name}.npy" for name in ("photo", "cartoon", "face_photo", "face_cartoon")}
     write_params(project / "params.yaml", model={"name": "whitebox"},
-                 train={"epochs": 2, "batch_size": 2, "face_every": 3, "sample_every": 100})  # fmt: skip
-    params = load_params("params.yaml")
+                 train={"epochs": 2, "batch_size": 1, "face_every": 3, "sample_every": 100})  # fmt: skip
     seen = _record_batches(monkeypatch)
-    run_phase("train", params, data, _outputs(project, "train"))
-    scale = lambda value: round(value / 127.5 - 1, 3)  # noqa: E731
-    kinds = ["face" if batch["photo"] == scale(200) else "scene" for batch in seen]
-    assert kinds == ["scene", "scene", "face", "scene"] * 2  # 8 photos / batch 2 = 4 steps per epoch
-    assert all(batch["cartoon"] == scale(250 if kind == "face" else 60) for batch, kind in zip(seen, kinds))
+    metrics = run_phase("train", load_params("params.yaml"), data, _outputs(project, "train"))
+    value = lambda batch: round((batch["photo"] + 1) * 127.5)  # noqa: E731
+    kinds = ["face" if value(batch) >= 200 else "scene" for batch in seen]
+    assert metrics["steps"] == len(seen) == 16 + 7  # 2 epochs of 8 photos, a face batch after every 2
+    assert kinds == ["scene", "scene", "face"] * 7 + ["scene", "scene"]
+    scenery = [value(batch) for batch in seen if value(batch) < 200]
+    assert sorted(scenery[:8]) == photos and sorted(scenery[8:]) == photos  # each epoch: every photo once
+    face_values = [value(batch) for batch in seen if value(batch) >= 200]
+    assert sorted(face_values[:3]) == faces and sorted(face_values[3:6]) == faces  # passes over the faces
+    assert all(round((batch["cartoon"] + 1) * 127.5) >= 250 for batch, kind in zip(seen, kinds) if kind == "face")
     run = mlflow.get_run(json.loads((project / "reports/train/mlflow_run.json").read_text())["run_id"])
-    assert run.data.params["data.face_photos"] == "8" and run.data.params["train.face_every"] == "3"
+    assert run.data.params["data.face_photos"] == "3" and run.data.params["train.face_every"] == "3"
+
+
+def test_face_every_one_is_refused():
+    from cartoon.params import LoopParams
+
+    with pytest.raises(ValueError, match="face_every must be 0"):
+        LoopParams(face_every=1)
 
 
 @pytest.mark.parametrize("empty", ["store", "folder"])

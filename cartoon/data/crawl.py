@@ -10,6 +10,7 @@ a rerun over the same inputs writes the same file.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -34,6 +35,9 @@ MANIFEST_COLUMNS = [
     "sha256", "phash", "width", "height", "status", "reason", "path",
 ]  # fmt: skip
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
+#: Domains deduplicated together, the first one winning: a face photo that copies a held-out
+#: photo would otherwise leak it into training.
+DEDUPE_GROUPS = {"photo": ("photo", 0), "face_photo": ("photo", 1), "cartoon": ("cartoon", 0), "face_cartoon": ("cartoon", 1)}
 CACHE_DIR = ".http-cache"  # inside the output folder; .dvcignore keeps it out of DVC's hashes
 
 
@@ -396,14 +400,18 @@ def crawl(sources_file: Path, out_dir: Path, params: CrawlParams) -> pd.DataFram
     out_dir = Path(out_dir)
     sources = load_sources(sources_file)
     clients: list[HttpClient] = []
+    client_lock = threading.Lock()
 
     def http() -> HttpClient:  # made on first use: builtin and local sources need no cache folder
-        if not clients:
-            cache = HttpCache(out_dir / CACHE_DIR)
-            cache.begin()
-            clients.append(HttpClient(params, cache))
-        return clients[0]
+        with client_lock:
+            if not clients:
+                cache = HttpCache(out_dir / CACHE_DIR)
+                cache.begin()
+                clients.append(HttpClient(params, cache))
+            return clients[0]
 
+    for leftover in out_dir.glob(".*.tmp"):  # a kill during the last crawl's final write
+        leftover.unlink()
     counts: Counter[str] = Counter()
     first_seen: set[tuple[str, str]] = set()
     results: list[_Result] = []
@@ -417,47 +425,57 @@ def crawl(sources_file: Path, out_dir: Path, params: CrawlParams) -> pd.DataFram
                 results.append(result)
                 if result.reason:
                     counts["failed"] += 1
-                elif (result.item.domain, result.sha256) in first_seen:
+                elif (DEDUPE_GROUPS[result.item.domain][0], result.sha256) in first_seen:
                     counts["skipped"] += 1  # which copy is kept is settled later; the count is not
                 else:
-                    first_seen.add((result.item.domain, result.sha256))
+                    first_seen.add((DEDUPE_GROUPS[result.item.domain][0], result.sha256))
                     counts["fetched"] += 1
                 bar.update(task, advance=1, status=f"{counts['fetched']} fetched, {counts['skipped']} skipped, {counts['failed']} failed")
 
-        for submitted, item in enumerate(_origins(sources, sources_file.parent, params, http), start=1):
-            pending.add(pool.submit(_examine, item, out_dir, params))
-            bar.update(task, total=submitted)
-            if len(pending) >= 4 * params.workers:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                collect(done)
-        collect(pending)
+        try:
+            for submitted, item in enumerate(_origins(sources, sources_file.parent, params, http), start=1):
+                pending.add(pool.submit(_examine, item, out_dir, params))
+                bar.update(task, total=submitted)
+                if len(pending) >= 4 * params.workers:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    collect(done)
+            collect(pending)
+        except BaseException:  # Ctrl-C or a failure: stop now; what was fetched is cached for a resume
+            if clients:
+                clients[0].cancelled.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     manifest = _manifest(results, params.near_duplicate_distance)
     _remove_stale(out_dir / "images", {out_dir / p for p in manifest.loc[manifest.status == "ok", "path"]})
     write_atomic(out_dir / "manifest.csv", manifest.to_csv(index=False, lineterminator="\n").encode())
     if clients:
         clients[0].cache.finish()
+    elif (out_dir / CACHE_DIR).is_dir():  # no HTTP source any more: nothing in the cache is used
+        HttpCache(out_dir / CACHE_DIR).finish()
     console.print(summary(manifest), markup=False, highlight=False)
     return manifest
 
 
 def _manifest(results: list[_Result], near_distance: int) -> pd.DataFrame:
-    """Rows in a fixed order (domain, then order in the sources file); the first copy of a content
-    hash in that order is ``ok`` and later ones are ``duplicate``, so the choice never depends on
-    which download finished first. Then, per domain and in the same order, images within
-    ``near_distance`` bits of perceptual hash of an earlier kept one are ``duplicate`` too
-    (-1: exact copies only). The resize stage splits only what is left, so no held-out photo is
-    a near-copy of a training photo."""
-    results = sorted(results, key=lambda r: (r.item.domain, r.item.index, r.item.position))
+    """Rows in a fixed order (dedupe group, domain, then order in the sources file). Within a
+    group (photo with face_photo, cartoon with face_cartoon) the first copy of a content hash in
+    that order is ``ok`` and later ones are ``duplicate``, so the choice never depends on which
+    download finished first. Then, in the same order, images within ``near_distance`` bits of
+    perceptual hash of an earlier kept one are ``duplicate`` too (-1: exact copies only). The
+    resize stage splits only what is left, so no held-out photo is a near-copy of a training
+    image."""
+    results = sorted(results, key=lambda r: (DEDUPE_GROUPS[r.item.domain], r.item.index, r.item.position))
     kept: dict[tuple[str, str], str] = {}
     rows = []
     for r in results:
         status, reason, path = "ok", "", r.path
+        key = (DEDUPE_GROUPS[r.item.domain][0], r.sha256)
         if r.reason:
             status, reason, path = "rejected", r.reason, ""
-        elif (r.item.domain, r.sha256) in kept:
-            status, reason, path = "duplicate", f"same content as {kept[(r.item.domain, r.sha256)]}", ""
+        elif key in kept:
+            status, reason, path = "duplicate", f"same content as {kept[key]}", ""
         else:
-            kept[(r.item.domain, r.sha256)] = r.item.origin
+            kept[key] = r.item.origin
         rows.append({
             "item_id": r.sha256[:16] if status != "rejected" else _rejected_id(r.item),
             "domain": r.item.domain, "source": r.item.source, "kind": r.item.kind, "origin": r.item.origin,
@@ -466,12 +484,13 @@ def _manifest(results: list[_Result], near_distance: int) -> pd.DataFrame:
         })  # fmt: skip
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     if near_distance >= 0:
-        for _, group in manifest[manifest.status == "ok"].groupby("domain", sort=False):
+        usable = manifest[manifest.status == "ok"]
+        for _, group in usable.groupby(usable.domain.map(lambda domain: DEDUPE_GROUPS[domain][0]), sort=False):
             hashes = np.array([int(value, 16) for value in group.phash], dtype=np.uint64)
             twin = near_duplicates(hashes, near_distance)
-            for row, match in zip(group.index[twin >= 0], twin[twin >= 0]):
-                other = group.index[match]
-                distance = int(hamming(hashes[group.index.get_loc(row)], hashes[match]))
+            for position in np.nonzero(twin >= 0)[0]:
+                row, other = group.index[position], group.index[twin[position]]
+                distance = int(hamming(hashes[position], hashes[twin[position]]))
                 manifest.loc[row, ["status", "reason", "path", "phash"]] = [
                     "duplicate", f"near-duplicate of {manifest.at[other, 'origin']} (distance {distance})", "", ""
                 ]

@@ -36,31 +36,36 @@ class _LinkParser(HTMLParser):
         self.links: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {name: value for name, value in attrs if value}
+        values = {name: value.strip() for name, value in attrs if value and value.strip()}
         if tag == "base" and "href" in values:
-            self.base = urljoin(self.base, values["href"])
+            try:
+                self.base = urljoin(self.base, values["href"])
+            except ValueError:
+                pass  # a broken <base> is ignored, as browsers do
         elif tag == "img":
-            if "srcset" in values:
-                self.images.append(_largest(values["srcset"]) or values.get("src", ""))
-            elif "src" in values:
-                self.images.append(values["src"])
-        elif tag == "source" and "srcset" in values:
-            self.images.append(_largest(values["srcset"]))
+            found = _largest(values.get("srcset", "")) or values.get("src", "")
+            if found:
+                self.images.append(found)
+        elif tag == "source" and (found := _largest(values.get("srcset", ""))):
+            self.images.append(found)
         elif tag == "a" and "href" in values:
             href = values["href"]
-            target = self.images if urlsplit(href).path.lower().endswith(IMAGE_SUFFIXES) else self.links
-            target.append(href)
+            try:
+                is_image = urlsplit(href).path.lower().endswith(IMAGE_SUFFIXES)
+            except ValueError:
+                return  # a malformed link: nothing to fetch
+            (self.images if is_image else self.links).append(href)
         # other tags carry no gallery links
 
     def absolute(self, found: list[str]) -> list[str]:
         """Absolute http(s) URLs without fragments, first occurrence order, no repeats."""
         urls = []
         for raw in found:
-            url = urldefrag(urljoin(self.base, raw.strip()))[0]
             try:
+                url = urldefrag(urljoin(self.base, raw))[0]
                 check_url(url)
             except ValueError:
-                continue  # data:, mailto:, javascript: and broken links are not ours to fetch
+                continue  # data:, mailto:, javascript: and malformed links are not ours to fetch
             urls.append(url)
         return list(dict.fromkeys(urls))
 
@@ -81,10 +86,14 @@ def _largest(srcset: str) -> str:
 
 
 def parse_page(html: str, page_url: str) -> tuple[list[str], list[str]]:
-    """(image URLs, page links) of one HTML page, absolute and in document order."""
+    """(image URLs, page links) of one HTML page, absolute and in document order. What the
+    parser read before markup it cannot parse is kept."""
     parser = _LinkParser(page_url)
-    parser.feed(html)
-    parser.close()
+    try:
+        parser.feed(html)
+        parser.close()
+    except (AssertionError, ValueError):  # html.parser's reaction to some malformed declarations
+        pass
     return parser.absolute(parser.images), parser.absolute(parser.links)
 
 
@@ -92,7 +101,7 @@ def crawl_gallery(
     client: HttpClient, start_urls: list[str], max_depth: int, same_host: bool, max_pages: int, max_images: int
 ) -> Iterator[Found]:
     """Every image URL reachable from the start pages (each once), and every page that failed."""
-    hosts = {urlsplit(url).netloc for url in start_urls}
+    hosts = {urlsplit(url).netloc for url in start_urls}  # grows by the start pages' final hosts
     queue = deque((url, 0) for url in dict.fromkeys(start_urls))
     seen_pages = {url for url, _ in queue}
     seen_images: set[str] = set()
@@ -105,6 +114,8 @@ def crawl_gallery(
         except Rejected as exc:
             yield Found(page, reason=f"page {exc.reason}")
             continue
+        if depth == 0:  # a start page may redirect (http -> https, www.): its final host counts too
+            hosts.add(urlsplit(fetched.url).netloc)
         images, links = parse_page(fetched.read().decode("utf-8", errors="replace"), fetched.url)
         for image in images:
             if image not in seen_images and len(seen_images) < max_images:

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
 from cartoon.data.imageio import write_atomic
@@ -144,9 +144,10 @@ class HttpCache:
             write_atomic(marker, json.dumps({"started": time.time()}).encode())
 
     def finish(self) -> None:
-        """Forget entries and bodies this crawl did not use, and end the resume window."""
-        for entry in (self.folder / "entries").glob("*.json"):
-            if entry.stem not in self.used:
+        """Forget entries and bodies this crawl did not use (and temp files a kill left), and end
+        the resume window."""
+        for entry in (self.folder / "entries").iterdir():
+            if entry.suffix != ".json" or entry.stem not in self.used:
                 entry.unlink(missing_ok=True)
         keep = {info.get("sha256") for info in (self._load(key) for key in self.used) if info}
         for blob in (self.folder / "blobs").iterdir():
@@ -202,35 +203,52 @@ class HttpClient:
         self.params = params
         self.cache = cache
         self.gate = _HostGate(params.per_host, params.host_delay_s)
-        self.robots: dict[str, RobotFileParser | bool] = {}
+        self.robots: dict[str, RobotFileParser | str] = {}
+        self.robots_locks: dict[str, threading.Lock] = {}
         self.robots_lock = threading.Lock()
+        self.cancelled = threading.Event()  # set on Ctrl-C: requests in flight stop early
 
     # ---------------------------------------------------------------- robots.txt
 
-    def allowed(self, url: str) -> bool:
-        """robots.txt's verdict for our agent (fetched once per scheme and host)."""
+    def robots_refusal(self, url: str) -> str:
+        """Why robots.txt forbids ``url`` for our agent, or "" (fetched once per scheme and host)."""
         if not self.params.respect_robots:
-            return True
+            return ""
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
-        with self.robots_lock:
-            rules = self.robots.get(origin)
-            if rules is None:
-                rules = self.robots[origin] = self._robots(origin)
-        return rules if isinstance(rules, bool) else rules.can_fetch(ROBOTS_AGENT, url)
+        with self.robots_lock:  # one lock per origin: a slow host delays only its own checks
+            lock = self.robots_locks.setdefault(origin, threading.Lock())
+        with lock:
+            if origin not in self.robots:
+                self.robots[origin] = self._robots(origin)
+        rules = self.robots[origin]
+        if isinstance(rules, str):
+            return rules
+        return "" if rules.can_fetch(ROBOTS_AGENT, _wire_url(url)) else "disallowed by robots.txt"
 
-    def _robots(self, origin: str) -> RobotFileParser | bool:
-        try:
-            status, _, body, _ = self._request(f"{origin}/robots.txt", "text", ROBOTS_MAX_BYTES, {})
-        except Rejected:
-            return False  # unreachable: assume complete disallow (RFC 9309, 2.3.1.4)
-        if 400 <= status < 500:
-            return True  # no robots file: everything allowed
-        if not 200 <= status < 300:
-            return False
-        parser = RobotFileParser()
-        parser.parse(body.decode("utf-8", errors="replace").splitlines())
-        return parser
+    def _robots(self, origin: str) -> RobotFileParser | str:
+        """The parsed robots.txt, "" (allow all) or the reason everything is refused (RFC 9309:
+        up to 5 redirects followed, 4xx allows all, an unreachable file disallows all)."""
+        url = f"{origin}/robots.txt"
+        for attempt in range(self.params.retries + 1):
+            if attempt:
+                self._pause(self.params.backoff_s * 2 ** (attempt - 1))
+            try:
+                for _ in range(MAX_REDIRECTS + 1):
+                    status, location, body, _ = self._request(url, "text", ROBOTS_MAX_BYTES, {})
+                    if status in _REDIRECT_STATUSES and location:
+                        url = urljoin(url, location)
+                        continue
+                    break
+            except (Rejected, ValueError):
+                continue
+            if 400 <= status < 500:
+                return ""
+            if 200 <= status < 300:
+                parser = RobotFileParser()
+                parser.parse(body.decode("utf-8", errors="replace").splitlines())
+                return parser
+        return "robots.txt unreachable"
 
     # ---------------------------------------------------------------- fetching
 
@@ -251,24 +269,34 @@ class HttpClient:
             except Rejected as exc:
                 if not exc.retryable or attempt == self.params.retries:
                     raise
-            time.sleep(self.params.backoff_s * 2**attempt)
+            self._pause(self.params.backoff_s * 2**attempt)
             attempt += 1
 
+    def _pause(self, seconds: float) -> None:
+        if self.cancelled.wait(seconds):
+            raise Rejected("cancelled")
+
     def _fetch_once(self, url: str, accept: Accept, max_bytes: int, cached: dict | None) -> Fetched:
-        """One attempt, following at most MAX_REDIRECTS redirects (each checked against robots.txt)."""
+        """One attempt, following at most MAX_REDIRECTS redirects (each checked against robots.txt).
+        The cached validators go with the request for the URL they were served for, which after
+        a redirect is the final one."""
         current = url
         for _ in range(MAX_REDIRECTS + 1):
-            scheme = urlsplit(current).scheme
+            try:
+                scheme = urlsplit(current).scheme
+            except ValueError:
+                raise Rejected("invalid url") from None
             if scheme not in ("http", "https"):
                 raise Rejected(f"unsupported scheme ({scheme or 'none'})")
             try:
                 check_url(current)
             except ValueError:
                 raise Rejected("invalid url") from None
-            if not self.allowed(current):
-                raise Rejected("disallowed by robots.txt")
+            refusal = self.robots_refusal(current)
+            if refusal:
+                raise Rejected(refusal)
             validators = {}
-            if cached and current == url:
+            if cached and current == cached.get("final_url", url):
                 if cached.get("etag"):
                     validators["If-None-Match"] = cached["etag"]
                 if cached.get("last_modified"):
@@ -278,7 +306,10 @@ class HttpClient:
                 self.cache.touch(url, cached)
                 return Fetched(self.cache.blob(cached["sha256"]), cached.get("final_url", url), cached.get("content_type", ""), True)
             if status in _REDIRECT_STATUSES and location:
-                current = urljoin(current, location)
+                try:
+                    current = urljoin(current, location)
+                except ValueError:
+                    raise Rejected("invalid redirect") from None
                 continue
             if 200 <= status < 300:
                 temp, sha = body_file
@@ -291,14 +322,18 @@ class HttpClient:
         """(status, Location, body, headers) of one GET. The body (2xx only) is bytes, or with
         ``to_file`` a (temp path, sha256) pair in the cache; it is size-capped and time-capped.
 
-        A watchdog shuts the socket down at the deadline, which unblocks a read stuck on a server
-        that sends headers or body a byte at a time (each byte would reset a plain socket timeout).
+        The time budget starts once the host's gate lets the request through (waiting for a
+        slot is politeness, not the server's slowness). A watchdog then shuts the socket down at
+        the deadline, which unblocks a read stuck on a server that sends headers or body a byte
+        at a time (each byte would reset a plain socket timeout).
         """
-        parts = urlsplit(url)
-        deadline = time.monotonic() + ATTEMPT_BUDGET_FACTOR * self.params.timeout_s
+        parts = urlsplit(_wire_url(url))
+        if self.cancelled.is_set():
+            raise Rejected("cancelled")
         connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         context = {"context": ssl.create_default_context()} if parts.scheme == "https" else {}
         with self.gate.enter(parts.netloc):
+            deadline = time.monotonic() + ATTEMPT_BUDGET_FACTOR * self.params.timeout_s
             conn = connection_type(parts.hostname, parts.port, timeout=self.params.timeout_s, **context)
             expired = threading.Event()
 
@@ -310,14 +345,21 @@ class HttpClient:
                     except OSError:
                         pass
 
+            def check_time() -> None:
+                if expired.is_set() or self.cancelled.is_set():
+                    raise Rejected("cancelled" if self.cancelled.is_set() else "timeout (total time limit)", retryable=True)
+
             watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), cut_off)
             watchdog.daemon = True
             watchdog.start()
             try:
+                conn.connect()  # bounded by timeout_s; a watchdog firing before it is checked next
+                check_time()
                 target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
                 headers = {"User-Agent": USER_AGENT, "Accept": _ACCEPT_HEADERS[accept], "Accept-Encoding": "identity", **extra}
                 conn.request("GET", target, headers=headers)
                 response = conn.getresponse()
+                check_time()
                 if not 200 <= response.status < 300:
                     return response.status, response.getheader("Location"), b"", {}
                 content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
@@ -331,21 +373,20 @@ class HttpClient:
                     if response.getheader(name):
                         kept[key] = response.getheader(name)
                 body = self._read_body(response, max_bytes, deadline, to_file)
-                if expired.is_set():  # the watchdog's shutdown can look like a normal end of body
+                if expired.is_set() or self.cancelled.is_set():  # a shutdown can look like a normal end of body
                     _discard(body)
-                    raise Rejected("timeout (total time limit)", retryable=True)
+                    check_time()
                 return response.status, None, body, kept
             except Rejected:
                 raise
             except ssl.SSLCertVerificationError:
                 raise Rejected("tls certificate error") from None
-            except (http.client.InvalidURL, UnicodeError):
+            except (http.client.InvalidURL, UnicodeError, ValueError):
                 raise Rejected("invalid url") from None
             except TimeoutError:
                 raise Rejected("timeout", retryable=True) from None
             except (OSError, http.client.HTTPException) as exc:
-                if expired.is_set():
-                    raise Rejected("timeout (total time limit)", retryable=True) from None
+                check_time()
                 raise Rejected(f"connection error ({type(exc).__name__})", retryable=True) from None
             finally:
                 watchdog.cancel()
@@ -365,7 +406,7 @@ class HttpClient:
                 received += len(chunk)
                 if received > max_bytes:
                     raise Rejected(f"too large (> {max_bytes} bytes)")
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or self.cancelled.is_set():
                     raise Rejected("timeout (total time limit)", retryable=True)
                 if sink is not None:
                     sink.write(chunk)
@@ -381,6 +422,23 @@ class HttpClient:
             return b"".join(chunks)
         sink.close()
         return temp, digest.hexdigest()
+
+
+def _wire_url(url: str) -> str:
+    """The URL as it goes on the wire: host in IDNA, path and query percent-encoded where a
+    browser would (spaces, non-ASCII), existing escapes kept."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass  # left as is: the connection attempt reports it
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    path = quote(parts.path, safe="/%:@!$&'()*+,;=~")
+    query = quote(parts.query, safe="/%:@!$&'()*+,;=~?")
+    return f"{parts.scheme}://{netloc}{path}" + (f"?{query}" if query else "")
 
 
 def _discard(body: object) -> None:

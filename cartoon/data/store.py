@@ -85,6 +85,9 @@ def read_store(path: Path, label: str = "image") -> Images:
         raise _broken(path, f"has no readable names file {side} ({exc})") from None
     if len(names) != len(pixels):
         raise _broken(path, f"holds {len(pixels)} images but {side} lists {len(names)} names")
+    unsafe = next((name for name in names if not name or name in (".", "..") or "/" in name or "\\" in name), None)
+    if unsafe is not None:  # names become output file names (evaluate): none may leave its folder
+        raise _broken(path, f"lists an unusable image name {unsafe!r} in {side}")
     return Images(names, pixels)
 
 
