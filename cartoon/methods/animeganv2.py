@@ -43,7 +43,7 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from cartoon.methods import register
-from cartoon.methods.base import Batch, Method, MethodParams, Phase, init_normal, lrelu, set_requires_grad
+from cartoon.methods.base import Batch, Method, MethodParams, Phase, init_normal, lrelu, lsgan, set_requires_grad
 from cartoon.params import Section
 
 
@@ -275,10 +275,6 @@ def tv_loss(images: torch.Tensor) -> torch.Tensor:
     return dh.pow(2).mean() / 2 + dw.pow(2).mean() / 2
 
 
-def _lsgan(scores: torch.Tensor, target: float) -> torch.Tensor:
-    return (scores - target).pow(2).mean()
-
-
 # --- method ---------------------------------------------------------------------------------
 
 
@@ -342,15 +338,15 @@ class AnimeGANv2(Method):
         # One pass over all four sets (layer norm is per sample, so this equals four passes).
         inputs = [batch["cartoon"], generated.detach(), batch["cartoon_gray"], batch["smooth_gray"]]
         scores = self.discriminator(torch.cat(inputs)).split([x.shape[0] for x in inputs])
-        d_real = _lsgan(scores[0], 1.0)
-        d_fake = _lsgan(scores[1], 0.0)
-        d_gray = _lsgan(scores[2], 0.0)
-        d_smooth = _lsgan(scores[3], 0.0)
+        d_real = lsgan(scores[0], 1.0)
+        d_fake = lsgan(scores[1], 0.0)
+        d_gray = lsgan(scores[2], 0.0)
+        d_smooth = lsgan(scores[3], 0.0)
         d_loss = w.adv * (w.real * d_real + w.fake * d_fake + w.gray * d_gray + w.smooth * d_smooth)
         self.optimise("discriminator", d_loss)
 
         set_requires_grad(self.discriminator, False)
-        g_adv = _lsgan(self.discriminator(generated), 1.0)
+        g_adv = lsgan(self.discriminator(generated), 1.0)
         # Content and style share one VGG pass over G(p); the content term is exactly
         # Method.content_loss (L1 of the features), computed here to avoid a second pass.
         generated_features = self.features(generated)

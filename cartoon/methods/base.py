@@ -126,6 +126,11 @@ def lrelu() -> nn.Module:
     return nn.LeakyReLU(0.2, inplace=True)
 
 
+def lsgan(scores: torch.Tensor, target: float) -> torch.Tensor:
+    """Least-squares GAN loss: mean squared distance of the scores to the target label."""
+    return (scores - target).pow(2).mean()
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

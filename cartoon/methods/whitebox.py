@@ -55,7 +55,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from cartoon.guided_filter import guided_filter
 from cartoon.methods import register
-from cartoon.methods.base import Batch, Method, MethodParams, NonFiniteLoss, Phase, lrelu, set_requires_grad
+from cartoon.methods.base import Batch, Method, MethodParams, NonFiniteLoss, Phase, lrelu, lsgan, set_requires_grad
 from cartoon.params import Section
 from cartoon.superpixel import structure
 
@@ -191,10 +191,6 @@ def feature_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).abs().mean() / (a.shape[1] * a.shape[2] * a.shape[3])
 
 
-def _lsgan(scores: torch.Tensor, target: float) -> torch.Tensor:
-    return (scores - target).pow(2).mean()
-
-
 # --- method ---------------------------------------------------------------------------------
 
 
@@ -258,8 +254,8 @@ class WhiteBox(Method):
 
         set_requires_grad(self.surface_disc, True)
         set_requires_grad(self.texture_disc, True)
-        d_surface = 0.5 * (_lsgan(self.surface_disc(real_surface), 1.0) + _lsgan(self.surface_disc(fake_surface.detach()), 0.0))
-        d_texture = 0.5 * (_lsgan(self.texture_disc(real_texture), 1.0) + _lsgan(self.texture_disc(fake_texture.detach()), 0.0))
+        d_surface = 0.5 * (lsgan(self.surface_disc(real_surface), 1.0) + lsgan(self.surface_disc(fake_surface.detach()), 0.0))
+        d_texture = 0.5 * (lsgan(self.texture_disc(real_texture), 1.0) + lsgan(self.texture_disc(fake_texture.detach()), 0.0))
         d_total = d_surface + d_texture
         # The discriminators share no parameter, so one backward of the sum serves both; a
         # non-finite sum stops before either is updated.
@@ -273,8 +269,8 @@ class WhiteBox(Method):
 
         set_requires_grad(self.surface_disc, False)
         set_requires_grad(self.texture_disc, False)
-        g_surface = _lsgan(self.surface_disc(fake_surface), 1.0)
-        g_texture = _lsgan(self.texture_disc(fake_texture), 1.0)
+        g_surface = lsgan(self.surface_disc(fake_surface), 1.0)
+        g_texture = lsgan(self.texture_disc(fake_texture), 1.0)
         target = self.superpixels(output)
         n = photo.shape[0]
         output_features = self.features(output)
