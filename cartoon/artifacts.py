@@ -89,3 +89,12 @@ def load_generator(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
     except (RuntimeError, OSError) as exc:
         raise RuntimeFailure(f"{weights} does not fit method {config['method']}: {exc}") from None
     return generator.eval(), config
+
+
+def load_cartoonizer(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A saved generator wrapped with its method's test-time step (``cartoon.inference.Cartoonizer``)."""
+    from cartoon.inference import Cartoonizer
+    from cartoon.methods import get_method
+
+    generator, config = load_generator(folder)
+    return Cartoonizer(get_method(config["method"]), generator).eval(), config

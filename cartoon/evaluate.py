@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 from cartoon import tracking
-from cartoon.artifacts import load_generator, write_json
+from cartoon.artifacts import load_cartoonizer, write_json
+from cartoon.cartoon_score import CartoonScore
 from cartoon.data.imageio import ImageRejected, decode_image, list_images, write_png
 from cartoon.data.store import is_store, read_store
 from cartoon.errors import RuntimeFailure, UsageError
 from cartoon.inference import cartoonize, limit_side, to_tensor
-from cartoon.metrics import STYLE_KEYS, edge_ssim, style_of
+from cartoon.metrics import STYLE_KEYS, edge_ssim, luminance_ssim, style_of
 from cartoon.params import Params
 from cartoon.progress import track
 from cartoon.vgg import load_vgg
@@ -83,6 +84,12 @@ def _decode(path: Path, max_pixels: int) -> np.ndarray:
     return decode_image(path.read_bytes(), max_pixels)
 
 
+def style_progress(photo: float, output: float, cartoon: float) -> float:
+    """How far the outputs moved from the photos toward the cartoon set on one statistic:
+    0 = unchanged, 1 = at the cartoon set's value, negative = away from it."""
+    return (output - photo) / (cartoon - photo) if cartoon != photo else 0.0
+
+
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
 
@@ -99,7 +106,8 @@ def evaluate(
     items = _photos(photos, params.resize.max_pixels)
     if not items:
         raise UsageError(f"no images in {photos}")
-    generator, config = load_generator(resolve_model(model))
+    generator, config = load_cartoonizer(resolve_model(model))
+    scorer = CartoonScore.from_json(config["cartoon_score"]) if config.get("cartoon_score") else None
     features = load_vgg(params.vgg, "conv4_4")
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -117,9 +125,11 @@ def evaluate(
         write_png(images_dir / f"{stem}.png", output)
         with torch.no_grad():
             distance = (features(to_tensor(output)) - features(to_tensor(photo))).abs().mean().item()
-        content_rows.append({"perceptual_distance": distance, "edge_ssim": edge_ssim(photo, output)})
-        style_rows.append(style_of(output))
-        input_rows.append(style_of(photo))
+        content_rows.append(
+            {"perceptual_distance": distance, "edge_ssim": edge_ssim(photo, output), "luminance_ssim": luminance_ssim(photo, output)}
+        )
+        style_rows.append(style_of(output) | ({"cartoon_score": scorer.score(output)} if scorer else {}))
+        input_rows.append(style_of(photo) | ({"cartoon_score": scorer.score(photo)} if scorer else {}))
         if len(pairs) < params.evaluate.grid_images:
             pairs.append((photo, output))
     if not content_rows:
@@ -129,6 +139,7 @@ def evaluate(
     style = _mean(style_rows)
     metrics: dict[str, Any] = {
         "vgg_source": features.source,
+        "vgg_layer": features.layer,
         "images": len(content_rows),
         "skipped": len(skipped),
         "content": _mean(content_rows),
@@ -137,8 +148,12 @@ def evaluate(
     }
     reference = config.get("cartoon_reference")
     if reference:
+        inputs = metrics["input_style"]
         metrics["cartoon_reference"] = reference
         metrics["style_gap"] = {key: abs(style[key] - reference[key]) for key in STYLE_KEYS}
+        metrics["style_progress"] = {key: style_progress(inputs[key], style[key], reference[key]) for key in STYLE_KEYS}
+    if scorer:
+        metrics["cartoon_score_auc"] = scorer.cv_auc
     info = {"model": model, "method": config["method"], "skipped_files": skipped}
     write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / "evaluation.json", info)
@@ -151,7 +166,7 @@ def _log(run_id: str, metrics: dict[str, Any], out_dir: Path) -> None:
     """Add the evaluation to the training run, so runs compare side by side in `mlflow ui`."""
     flat = {f"eval/{group}/{key}": value for group, values in metrics.items() if isinstance(values, dict)
             for key, value in values.items()}
-    flat["eval/images"] = metrics["images"]
+    flat |= {f"eval/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))}
     tracking.configure()
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(flat)

@@ -9,6 +9,18 @@ from torch import nn
 from torch.nn import functional as F
 
 
+class Cartoonizer(nn.Module):
+    """A trained generator with its method's test-time step (``Method.infer``): photos in, cartoons out."""
+
+    def __init__(self, method: type, generator: nn.Module) -> None:
+        super().__init__()
+        self.method = method
+        self.generator = generator
+
+    def forward(self, photo: torch.Tensor) -> torch.Tensor:
+        return self.method.infer(self.generator, photo)
+
+
 def to_tensor(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
     """uint8 HxWx3 (or a stack) -> float NCHW in [-1, 1]."""
     array = np.stack(images) if isinstance(images, list) else images

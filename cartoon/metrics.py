@@ -16,13 +16,14 @@ STYLE_KEYS = ("edge_density", "colour_count", "flatness")
 COLOUR_LEVELS = 16
 BLOCK_PIXELS = 64 * 64
 FLAT_GRADIENT = 8.0  # Sobel magnitude on 0..255 luminance below which a pixel counts as flat
+SSIM_SIDE = 64  # luminance SSIM is taken at this scale (shorter side, pixels)
 
 
-def _luminance(rgb: np.ndarray) -> np.ndarray:
+def luminance(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
-def _gradient(gray: np.ndarray) -> np.ndarray:
+def gradient_magnitude(gray: np.ndarray) -> np.ndarray:
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3, borderType=cv2.BORDER_REFLECT_101)
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3, borderType=cv2.BORDER_REFLECT_101)
     return np.sqrt(gx * gx + gy * gy) / 4.0  # a unit step between neighbours gives about 1
@@ -30,7 +31,7 @@ def _gradient(gray: np.ndarray) -> np.ndarray:
 
 def edge_density(rgb: np.ndarray) -> float:
     """Share of Canny(100, 200) edge pixels; compare with the cartoon set (closer is more on-style)."""
-    return float(np.count_nonzero(cv2.Canny(_luminance(rgb), 100, 200)) / (rgb.shape[0] * rgb.shape[1]))
+    return float(np.count_nonzero(cv2.Canny(luminance(rgb), 100, 200)) / (rgb.shape[0] * rgb.shape[1]))
 
 
 def colour_count(rgb: np.ndarray, levels: int = COLOUR_LEVELS) -> float:
@@ -53,19 +54,41 @@ def colour_count(rgb: np.ndarray, levels: int = COLOUR_LEVELS) -> float:
 
 def flatness(rgb: np.ndarray, threshold: float = FLAT_GRADIENT) -> float:
     """Share of pixels whose luminance gradient is below ``threshold``; higher is flatter, more cartoon-like."""
-    return float(np.mean(_gradient(_luminance(rgb)) < threshold))
+    return float(np.mean(gradient_magnitude(luminance(rgb)) < threshold))
 
 
 def edge_ssim(a: np.ndarray, b: np.ndarray) -> float:
     """SSIM between the Sobel edge maps of two same-size images' luminance; 1 = structure kept, higher is better."""
     if a.shape != b.shape:
         raise ValueError(f"edge_ssim needs images of one size, got {a.shape} and {b.shape}")
-    ga, gb = _gradient(_luminance(a)), _gradient(_luminance(b))
+    ga, gb = gradient_magnitude(luminance(a)), gradient_magnitude(luminance(b))
     if min(a.shape[:2]) < 3:  # too small for an SSIM window
         return float(np.allclose(ga, gb))
     data_range = float(max(ga.max(), gb.max(), 1e-6))
     window = min(7, *[s if s % 2 else s - 1 for s in a.shape[:2]])
     return float(structural_similarity(ga, gb, data_range=data_range, win_size=max(window, 3)))
+
+
+def luminance_ssim(a: np.ndarray, b: np.ndarray, side: int = SSIM_SIDE) -> float:
+    """SSIM of the luminance of two same-size images, both scaled so the shorter side is ``side``
+    pixels: the content a viewer sees at thumbnail scale (1 = identical), blind to fine texture."""
+    if a.shape != b.shape:
+        raise ValueError(f"luminance_ssim needs images of one size, got {a.shape} and {b.shape}")
+    ga, gb = (luminance(scale_short_side(image, side)) for image in (a, b))
+    window = min(7, *[s if s % 2 else s - 1 for s in ga.shape])
+    if window < 3:
+        return float(np.array_equal(ga, gb))
+    return float(structural_similarity(ga, gb, data_range=255, win_size=window))
+
+
+def scale_short_side(rgb: np.ndarray, side: int) -> np.ndarray:
+    """Scale (area filter down, cubic up) so the shorter side is ``side`` pixels."""
+    height, width = rgb.shape[:2]
+    if min(height, width) == side:
+        return rgb
+    scale = side / min(height, width)
+    size = (max(side, round(width * scale)), max(side, round(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
 
 
 def style_of(rgb: np.ndarray) -> dict[str, float]:

@@ -14,9 +14,9 @@ import numpy as np
 
 class CartoonGenerator(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from cartoon.artifacts import load_generator
+        from cartoon.artifacts import load_cartoonizer
 
-        self.generator, self.config = load_generator(Path(context.artifacts["weights"]))
+        self.generator, self.config = load_cartoonizer(Path(context.artifacts["weights"]))
 
     def predict(self, context, model_input, params=None):
         from cartoon.inference import cartoonize

@@ -73,6 +73,11 @@ class VggParams(Section):
     weights: str | None = Field(None, description="path to torchvision VGG19 weights (.pth or .safetensors)")
     allow_random: bool = Field(False, description="fall back to seeded random weights (labelled) if none found")
     seed: int = 0
+    random_layer: Literal["relu1_2", "relu2_2", "relu3_4", "conv4_4", "relu4_4", "relu5_4"] | None = Field(
+        None,
+        description="with the random fallback only: the layer content losses and the perceptual metric read instead of "
+        "the method's (random deep layers keep little of a photo; see README)",
+    )
 
 
 class LoopParams(Section):

@@ -183,15 +183,27 @@ def _epoch_orders(
 
 
 def _sample_grid(method: Method, photos: torch.Tensor) -> np.ndarray:
-    """Inputs on the top row, outputs below, as one uint8 image."""
+    """Inputs on the top row, the method's test-time outputs below, as one uint8 image."""
     generator = method.generator
     was_training = generator.training
     generator.eval()
     with torch.no_grad():
-        outputs = generator(photos)
+        outputs = method.infer(generator, photos)
     generator.train(was_training)
     grid = make_grid(torch.cat([photos, outputs]).clamp(-1, 1), nrow=len(photos), padding=2, pad_value=1.0)
     return to_uint8(grid[None])[0]
+
+
+def cartoon_references(cartoons: ImageSet, photos: ImageSet, side: int) -> dict[str, Any]:
+    """What evaluation compares outputs with, stored with the generator: the cartoon set's style
+    statistics and the cartoon score fitted on this run's cartoons against its photos."""
+    from cartoon.cartoon_score import fit_cartoon_score
+    from cartoon.metrics import style_statistics
+
+    return {
+        "cartoon_reference": style_statistics(np.asarray(image) for image in cartoons.pixels),
+        "cartoon_score": fit_cartoon_score(cartoons.pixels, photos.pixels, side).to_json(),
+    }
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
@@ -259,7 +271,7 @@ def run_phase(
     total_steps = _total_steps(loop.epochs, steps_per_epoch, face_every)
     method.setup(phase, loop.epochs, steps_per_epoch)
     data_sha = data_digest(sets | faces)
-    fingerprint = _fingerprint(phase, params, loop, data_sha, init_digest, features.source)
+    fingerprint = _fingerprint(phase, params, loop, data_sha, init_digest, f"{features.source}@{features.layer}")
 
     state = {"global_step": 0, "history": [], "run_id": None, "seconds": 0.0}
     if outputs.checkpoint.is_file():
@@ -343,9 +355,7 @@ def run_phase(
             "mlflow_run_id": run.info.run_id,
         }
         if "cartoon" in sets:
-            from cartoon.metrics import style_statistics
-
-            config["cartoon_reference"] = style_statistics(np.asarray(image) for image in sets["cartoon"].pixels)
+            config.update(cartoon_references(sets["cartoon"], sets["photo"], config["image_size"]))
         save_generator(outputs.model_dir, method.generator, config)
 
         metrics = {
@@ -356,6 +366,7 @@ def run_phase(
             "seconds": round(state["seconds"], 2),
             "images_per_second": round(state["global_step"] * loop.batch_size / max(state["seconds"], 1e-9), 3),
             "vgg_source": features.source,
+            "vgg_layer": features.layer,
             "final_loss": last,
         }
         mlflow.log_metrics({"train_seconds": metrics["seconds"], "images_per_second": metrics["images_per_second"]})

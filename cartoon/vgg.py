@@ -141,4 +141,8 @@ class VGGFeatures(nn.Module):
 
 
 def load_vgg(params: VggParams, layer: str = "conv4_4") -> VGGFeatures:
-    return VGGFeatures(resolve_weights(params), layer=layer, seed=params.seed)
+    """The feature extractor at ``layer``; with random weights at ``vgg.random_layer`` when that is set."""
+    weights = resolve_weights(params)
+    if weights.state is None and params.random_layer:
+        layer = params.random_layer
+    return VGGFeatures(weights, layer=layer, seed=params.seed)

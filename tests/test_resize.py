@@ -12,7 +12,7 @@ from PIL import Image
 
 from cartoon.data.crawl import crawl
 from cartoon.data.imageio import decode_image
-from cartoon.data.resize import MANIFEST_COLUMNS, resize, split_photos, square
+from cartoon.data.resize import MANIFEST_COLUMNS, resize, source_photograph, split_photos, square
 from cartoon.data.store import read_store
 from cartoon.errors import RuntimeFailure, UsageError
 from cartoon.params import CrawlParams, ResizeParams
@@ -99,25 +99,55 @@ def test_centre_crop_after_scaling_the_shorter_side(tmp_path):
     assert np.all(second == 77)
 
 
+def own_sources(ids):
+    return {item_id: item_id for item_id in ids}
+
+
 def test_split_is_seeded_and_sized():
     ids = [f"{i:016x}" for i in range(20)]
-    first = split_photos(ids, 0.2, seed=1)
-    assert first == split_photos(list(reversed(ids)), 0.2, seed=1)  # order of the input is irrelevant
+    first = split_photos(own_sources(ids), 0.2, seed=1)
+    assert first == split_photos(own_sources(reversed(ids)), 0.2, seed=1)  # order of the input is irrelevant
     assert list(first.values()).count("test") == 4
-    assert first != split_photos(ids, 0.2, seed=2)
-    assert list(split_photos(ids, 0.0, seed=1).values()).count("test") == 0
-    assert list(split_photos(ids[:2], 0.01, seed=1).values()).count("test") == 1  # at least one
-    assert list(split_photos(ids[:2], 0.9, seed=1).values()).count("test") == 1  # training keeps one
-    assert split_photos(ids[:1], 0.5, seed=1) == {ids[0]: "train"}
-    assert list(split_photos(ids[:10], 0.25, seed=1).values()).count("test") == 3  # 2.5 rounds up
+    assert first != split_photos(own_sources(ids), 0.2, seed=2)
+    assert list(split_photos(own_sources(ids), 0.0, seed=1).values()).count("test") == 0
+    assert list(split_photos(own_sources(ids[:2]), 0.01, seed=1).values()).count("test") == 1  # at least one
+    assert list(split_photos(own_sources(ids[:2]), 0.9, seed=1).values()).count("test") == 1  # training keeps one
+    assert split_photos(own_sources(ids[:1]), 0.5, seed=1) == {ids[0]: "train"}
+    assert list(split_photos(own_sources(ids[:10]), 0.25, seed=1).values()).count("test") == 3  # 2.5 rounds up
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_split_keeps_every_source_photograph_on_one_side(seed):
+    origins = {f"id{s}{c}": f"builtin:photo{s}#crop{c:03d}" for s in range(7) for c in range(3 + s)}
+    origins |= {f"clip{f}": f"clip.mp4#frame={f}" for f in range(6)} | {"lone": "/data/lone.jpg"}
+    split = split_photos({item: source_photograph(origin) for item, origin in origins.items()}, 0.3, seed)
+    sides: dict[str, set[str]] = {}
+    for item, origin in origins.items():
+        sides.setdefault(source_photograph(origin), set()).add(split[item])
+    assert len(sides) == 9 and all(len(side) == 1 for side in sides.values())
+    assert {"train", "test"} == set(split.values())
+    n_test = list(split.values()).count("test")
+    assert abs(n_test - 0.3 * len(origins)) <= max(len(group) for group in sides) / 2 + 6  # near the fraction
+
+
+def test_resize_holds_out_whole_source_photographs(tmp_path):
+    raw = crawled(tmp_path, photos=12, cartoons=2)
+    manifest = pd.read_csv(raw / "manifest.csv", dtype=str, keep_default_na=False)
+    photos = manifest.domain == "photo"
+    manifest.loc[photos, "origin"] = [f"builtin:source{i % 3}#crop{i:03d}" for i in range(int(photos.sum()))]
+    manifest.to_csv(raw / "manifest.csv", index=False)
+    out = resize(raw, tmp_path / "data", ResizeParams(size=16, test_fraction=0.3))
+    photos = out[(out.domain == "photo") & (out.status == "ok")]
+    per_source = photos.groupby(photos.origin.map(source_photograph)).split.nunique()
+    assert (per_source == 1).all() and set(photos.split) == {"train", "test"}
 
 
 @pytest.mark.parametrize("seed", range(10))
 def test_adding_a_photo_moves_at_most_the_one_it_displaces(seed):
     ids = [f"{i:016x}" for i in range(20)]
     for new in (f"{n:016x}" for n in range(100, 110)):
-        before = split_photos(ids, 0.2, seed)
-        after = split_photos([*ids, new], 0.2, seed)
+        before = split_photos(own_sources(ids), 0.2, seed)
+        after = split_photos(own_sources([*ids, new]), 0.2, seed)
         moved = [i for i in ids if before[i] != after[i]]
         assert all(before[i] == "test" for i in moved)  # nobody is pulled from train into test
         assert len(moved) <= 1 and (not moved or after[new] == "test")

@@ -103,3 +103,16 @@ def test_random_fallback_is_calibrated_to_unit_scale():
         features = load_vgg(VggParams(allow_random=True, seed=3))
     noise = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(9)) * 2 - 1
     assert 0.7 < features(noise).std().item() < 1.5  # raw random weights give about 0.3
+
+
+def test_random_layer_applies_to_the_random_fallback_only(tmp_path):
+    with pytest.warns(RandomWeightsWarning):
+        random = load_vgg(VggParams(allow_random=True, random_layer="relu1_2"), layer="conv4_4")
+    assert random.layer == "relu1_2" and random.source == "random:0"
+    assert random(torch.zeros(1, 3, 16, 16)).shape == (1, 64, 16, 16)  # conv1_2 resolution, not conv4_4's
+    path = tmp_path / "vgg.pth"
+    torch.save(_fake_state(), path)
+    real = load_vgg(VggParams(weights=str(path), allow_random=True, random_layer="relu1_2"), layer="relu1_2")
+    assert real.source.startswith("imagenet:")
+    with pytest.raises(RuntimeFailure, match="lack"):  # real weights keep the method's layer (deeper than the file)
+        load_vgg(VggParams(weights=str(path), random_layer="relu1_2"), layer="conv4_4")

@@ -188,3 +188,24 @@ def test_pretrain_optimises_l1_reconstruction(features):
     assert set(losses) == {"reconstruction"}  # no VGG pass: only the pixel L1 is computed
     assert losses["reconstruction"].item() == pytest.approx(expected, rel=1e-6)
     assert method.optimizers["generator"].defaults["betas"] == (0.5, 0.99)
+
+
+def test_inference_step_is_the_test_time_guided_filter(tmp_path):
+    from cartoon.artifacts import load_cartoonizer, save_generator
+    from cartoon.methods.cartoongan import CartoonGAN
+
+    torch.manual_seed(0)
+    generator = Generator(4, 1).eval()
+    photo = torch.rand(2, 3, 32, 36) * 2 - 1
+    with torch.no_grad():
+        raw = generator(photo)
+        out = WhiteBox.infer(generator, photo)
+    assert (out - raw).abs().max() > 1e-3  # differs from the raw generator output
+    torch.testing.assert_close(out, guided_filter(photo, raw, r=1, eps=5e-3))
+    # the saved model carries the step: what evaluate and the registered model run
+    params = WhiteBoxParams.model_validate({"generator": {"width": 4, "n_blocks": 1}})
+    save_generator(tmp_path, generator, {"method": "whitebox", "params": params.model_dump(mode="json"), "size_multiple": 4})
+    cartoonizer, _ = load_cartoonizer(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(cartoonizer(photo), out)
+        assert torch.equal(CartoonGAN.infer(generator, photo), raw)  # a method without a step: the generator alone

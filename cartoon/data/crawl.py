@@ -63,6 +63,18 @@ class BuiltinSource(_SourceBase):
     count: int = Field(48, ge=1, le=10_000)
     size: int = Field(160, ge=16, le=4096)
     seed: int = 0
+    photos: tuple[str, ...] | None = Field(None, min_length=1, description="bundled photographs to crop (default: the domain's own)")
+    style: Literal["celshade", "scenes"] = Field("celshade", description="cartoons: cel-shaded photographs or synthetic scenes")
+
+    @field_validator("photos")
+    @classmethod
+    def _known_photos(cls, photos: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        from cartoon.data.builtin import builtin_photo_names
+
+        unknown = [name for name in photos or () if name not in builtin_photo_names()]
+        if unknown:
+            raise ValueError(f"unknown bundled photo {unknown[0]!r} (known: {', '.join(builtin_photo_names())})")
+        return photos
 
 
 class LocalSource(_SourceBase):
@@ -230,7 +242,7 @@ def _plan(
         # imported on use: its photo loaders pull in scikit-image, scikit-learn and matplotlib
         from cartoon.data.builtin import builtin_items
 
-        generated = builtin_items(src.domain, src.count, src.size, src.seed)
+        generated = builtin_items(src.domain, src.count, src.size, src.seed, src.photos, src.style)
         return lambda: (make(f"builtin:{item}", lambda rgb=rgb: _png_bytes(rgb)) for item, rgb in generated)
     if isinstance(src, LocalSource):
         folder = local(src.path, "folder")

@@ -38,25 +38,41 @@ SETS = (("photo", "train"), ("photo", "test"), ("cartoon", "train"), ("face_phot
 _NEEDED = ("item_id", "domain", "sha256", "source", "origin", "status", "path")
 
 
-def split_photos(item_ids: list[str], test_fraction: float, seed: int) -> dict[str, str]:
-    """item_id -> "train" | "test", from the seed and the set of ids only (not their order).
+def source_photograph(origin: str) -> str:
+    """The source photograph an item was taken from: its origin up to any ``#`` fragment.
 
-    Hash-based: each photo is ranked by sha256(seed, item_id) and the lowest ``n_test`` ranks are
-    the test set, with n_test = round(test_fraction * n) (halves round up), at least 1 when
-    n >= 2 and test_fraction > 0, and at most n - 1 so training keeps a photo. Because a photo's
-    rank key never depends on the others, adding a photo never moves an existing one from train
-    to test, and moves at most one (the last-ranked test photo) from test to train, only when the
-    newcomer takes its test place. (An exact count and perfect stability cannot both hold.)
+    Crops of one bundled photograph (``builtin:coffee#crop003``) and frames of one video
+    (``clip.mp4#frame=120``) share a source; any other item is its own.
     """
-    ids = sorted(set(item_ids))
-    n = len(ids)
-    n_test = math.floor(test_fraction * n + 0.5)
-    if n >= 2 and test_fraction > 0:
-        n_test = min(max(n_test, 1), n - 1)
+    return origin.split("#", 1)[0]
+
+
+def split_photos(groups: dict[str, str], test_fraction: float, seed: int) -> dict[str, str]:
+    """item_id -> "train" | "test", keeping every source photograph on one side.
+
+    ``groups`` maps each item_id to its source photograph (``source_photograph``). Sources are
+    ranked by sha256(seed, source); the test set is the lowest-ranked sources, as many as bring
+    the number of test items closest to test_fraction * n (ties: the larger), at least one
+    source when there are two or more and test_fraction > 0, and never all of them, so training
+    keeps a photo. When every item is its own source this is round(test_fraction * n) items,
+    halves rounding up. The decision depends on the seed and the set of ids only (not their
+    order); because a source's rank never depends on the others, adding a photo never moves an
+    existing one from train to test, and with one item per source moves at most one (the
+    last-ranked test photo) from test to train, only when the newcomer takes its test place.
+    """
+    members: dict[str, list[str]] = {}
+    for item_id in sorted(groups):
+        members.setdefault(groups[item_id], []).append(item_id)
+    ranked = sorted(members, key=lambda group: hashlib.sha256(f"{seed}\0{group}".encode()).digest())
+    sizes = np.cumsum([0] + [len(members[group]) for group in ranked])
+    if len(ranked) < 2 or test_fraction <= 0:
+        n_test_groups = 0
     else:
-        n_test = 0
-    ranked = sorted(ids, key=lambda item_id: hashlib.sha256(f"{seed}\0{item_id}".encode()).digest())
-    return {item_id: ("test" if rank < n_test else "train") for rank, item_id in enumerate(ranked)}
+        target = test_fraction * sizes[-1]
+        candidates = range(1, len(ranked))  # at least one source held out, at least one kept
+        n_test_groups = min(candidates, key=lambda k: (abs(sizes[k] - target), -k))
+    test = {item_id for group in ranked[:n_test_groups] for item_id in members[group]}
+    return {item_id: ("test" if item_id in test else "train") for item_id in sorted(groups)}
 
 
 def square(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -117,7 +133,8 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
     """Run the resize stage and return its manifest (also written to ``out_dir/manifest.csv``).
 
     Only ``ok`` rows of the crawl manifest are used; the photo split is decided from them before
-    decoding, so it depends only on the seed and the crawled ids. ``params.workers`` threads decode
+    decoding, by source photograph, so it depends only on the seed and the crawled ids and
+    origins. ``params.workers`` threads decode
     and square images straight into the stores' memory maps. Rows that fail to decode stay in the
     manifest as rejected. Raises RuntimeFailure when either domain ends up with no usable image,
     since training needs both.
@@ -131,8 +148,8 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
         for row in usable.to_dict("records")
     ]
     _fail_if_missing(rows, f"in {raw_dir / 'manifest.csv'}")
-    photo_ids = [row["item_id"] for row in rows if row["domain"] == "photo"]
-    splits = split_photos(photo_ids, params.test_fraction, params.seed)
+    photo_sources = {row["item_id"]: source_photograph(row["origin"]) for row in rows if row["domain"] == "photo"}
+    splits = split_photos(photo_sources, params.test_fraction, params.seed)
     for row in rows:
         row["split"] = splits[row["item_id"]] if row["domain"] == "photo" else "train"
 

@@ -61,6 +61,12 @@ class Method(ABC):
     def build_generator(cls, params: MethodParams) -> nn.Module:
         """The generator alone, so evaluation can rebuild it from a saved config."""
 
+    @classmethod
+    def infer(cls, generator: nn.Module, photo: torch.Tensor) -> torch.Tensor:
+        """The method's test-time step, photos in [-1, 1] to cartoons: the generator alone unless a
+        method adds post-processing. Evaluation, sample grids and the registered model all call it."""
+        return generator(photo)
+
     @abstractmethod
     def setup(self, phase: Phase, epochs: int, steps_per_epoch: int) -> None:
         """Create the discriminators, optimisers and schedules this phase needs."""
@@ -119,6 +125,12 @@ def init_normal(module: nn.Module, std: float = 0.02) -> None:
             nn.init.normal_(layer.weight, 0.0, std)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
+
+
+def input_logits(photo: torch.Tensor) -> torch.Tensor:
+    """atanh of an image in [-1, 1] (clamped off the poles): adding a network's output to it before
+    tanh makes the network predict a change to the photo, the identity when that output is 0."""
+    return torch.atanh(photo.clamp(-0.99, 0.99))
 
 
 def lrelu() -> nn.Module:

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cartoon.methods import register
-from cartoon.methods.base import Batch, Method, MethodParams, Phase, init_normal, lrelu, set_requires_grad
+from cartoon.methods.base import Batch, Method, MethodParams, Phase, init_normal, input_logits, lrelu, set_requires_grad
 from cartoon.params import Section
 
 
@@ -30,6 +30,11 @@ class GeneratorParams(Section):
     n_blocks: int = Field(8, ge=0, description="residual blocks (paper: 8)")
     upsample: Literal["transpose", "resize"] = Field(
         "transpose", description="transpose = paper; resize = nearest x2 then conv (no checkerboard artifacts)"
+    )
+    input_skip: bool = Field(
+        False,
+        description="false = paper; true = the network predicts a change to the photo, tanh(f(p) + atanh(p)), with its last "
+        "conv zeroed so training starts from the identity (no parameter added; the default profile's short CPU runs)",
     )
 
 
@@ -82,9 +87,10 @@ def _up(cin: int, cout: int, mode: str) -> nn.Module:
 class Generator(nn.Module):
     """Fully convolutional; any input whose sides are multiples of 4 keeps its size."""
 
-    def __init__(self, width: int = 64, n_blocks: int = 8, upsample: str = "transpose") -> None:
+    def __init__(self, width: int = 64, n_blocks: int = 8, upsample: str = "transpose", input_skip: bool = False) -> None:
         super().__init__()
         w = width
+        self.input_skip = input_skip
         self.net = nn.Sequential(
             *_conv_norm_relu(3, w, 7),
             nn.Conv2d(w, 2 * w, 3, 2, 1), nn.Conv2d(2 * w, 2 * w, 3, 1, 1), nn.InstanceNorm2d(2 * w), nn.ReLU(inplace=True),
@@ -93,12 +99,13 @@ class Generator(nn.Module):
             _up(4 * w, 2 * w, upsample), nn.Conv2d(2 * w, 2 * w, 3, 1, 1), nn.InstanceNorm2d(2 * w), nn.ReLU(inplace=True),
             _up(2 * w, w, upsample), nn.Conv2d(w, w, 3, 1, 1), nn.InstanceNorm2d(w), nn.ReLU(inplace=True),
             nn.Conv2d(w, 3, 7, 1, 3),
-            nn.Tanh(),
         )
         init_normal(self)
+        if input_skip:
+            nn.init.zeros_(self.net[-1].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return torch.tanh(self.net(x) + input_logits(x) if self.input_skip else self.net(x))
 
 
 class Discriminator(nn.Module):
@@ -136,7 +143,8 @@ class CartoonGAN(Method):
 
     @classmethod
     def build_generator(cls, params: CartoonGANParams) -> nn.Module:
-        return Generator(params.generator.width, params.generator.n_blocks, params.generator.upsample)
+        g = params.generator
+        return Generator(g.width, g.n_blocks, g.upsample, g.input_skip)
 
     def setup(self, phase: Phase, epochs: int, steps_per_epoch: int) -> None:
         p = self.params.pretrain if phase == "pretrain" else self.params.train

@@ -194,6 +194,9 @@ def feature_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # --- method ---------------------------------------------------------------------------------
 
 
+INFER_RADIUS, INFER_EPS = 1, 5e-3  # test-time guided filter of the reference code
+
+
 @register
 class WhiteBox(Method):
     name = "whitebox"
@@ -208,6 +211,11 @@ class WhiteBox(Method):
     @classmethod
     def build_generator(cls, params: WhiteBoxParams) -> nn.Module:
         return Generator(params.generator.width, params.generator.n_blocks)
+
+    @classmethod
+    def infer(cls, generator: nn.Module, photo: torch.Tensor) -> torch.Tensor:
+        """G(photo) guided-filtered by the photo with the reference code's test-time setting (r=1, eps=5e-3)."""
+        return guided_filter(photo, generator(photo), INFER_RADIUS, INFER_EPS)
 
     def setup(self, phase: Phase, epochs: int, steps_per_epoch: int) -> None:
         if phase == "pretrain":
