@@ -18,6 +18,19 @@ def test_paper_generator_parameter_count(upsample):
     assert count_parameters(Generator(64, 8, upsample)) == 11_120_195
 
 
+def test_input_skip_starts_from_the_identity_and_adds_no_parameter():
+    assert count_parameters(Generator(64, 8, "resize", input_skip=True)) == 11_120_195
+    assert CartoonGANParams().generator.input_skip is False  # the paper's generator by default
+    torch.manual_seed(0)
+    generator = Generator(8, 1, "resize", input_skip=True)
+    x = torch.rand(2, 3, 16, 20) * 1.9 - 0.95
+    with torch.no_grad():
+        torch.testing.assert_close(generator(x), x)  # a zero change: the photo itself
+        generator.net[-1].weight.normal_(0, 0.02)
+        changed = generator(x)
+    assert (changed - x).abs().max() > 1e-3 and changed.abs().max() <= 1
+
+
 def test_paper_discriminator_parameter_count():
     assert count_parameters(Discriminator(32)) == 1_128_385
 

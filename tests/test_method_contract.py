@@ -22,8 +22,8 @@ def params(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def features(params):
-    with pytest.warns(RandomWeightsWarning):
-        return load_vgg(params.vgg)
+    with pytest.warns(RandomWeightsWarning):  # the methods' own layer (conv4_4), not the default profile's random_layer
+        return load_vgg(params.vgg.model_copy(update={"random_layer": None}))
 
 
 @pytest.fixture
