@@ -115,3 +115,23 @@ def test_evaluate_a_store_names_outputs_by_its_names(project):
 def test_evaluate_unknown_model_exits_2(project):
     result = runner.invoke(app, ["evaluate", "--model", "models:/no-such-model/1", "--photos", "test"])
     assert result.exit_code == 2 and "no-such-model" in result.output
+
+
+@pytest.mark.filterwarnings("ignore::cartoon.vgg.RandomWeightsWarning")
+def test_trained_model_carries_its_cartoon_score_into_evaluate(project):
+    rng = np.random.default_rng(2)
+    blocks = np.repeat(np.repeat(rng.integers(0, 256, (6, 4, 4, 3), dtype=np.uint8), 8, 1), 8, 2)  # flat 8x8 tiles
+    write_store(project / "cartoon.npy", [f"{i:03d}" for i in range(6)], blocks)
+    assert runner.invoke(app, ["pretrain", "--photos", "photo.npy", "--out", "pre"]).exit_code == 0
+    result = runner.invoke(app, ["train", "--photos", "photo.npy", "--cartoons", "cartoon.npy", "--smoothed", "smooth.npy",
+                                 "--init", "pre", "--out", "gen"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = json.loads((project / "gen/generator.json").read_text())
+    assert config["cartoon_score"]["cv_auc"] > 0.9  # flat tiles against noise photos: separable
+    result = runner.invoke(app, ["evaluate", "--model", "gen", "--photos", "test", "--out", "res"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((project / "res/metrics.json").read_text())
+    assert metrics["cartoon_score_auc"] == config["cartoon_score"]["cv_auc"]
+    assert metrics["input_style"]["cartoon_score"] < 0.2  # the noise inputs look like the training photos
+    assert 0 <= metrics["style"]["cartoon_score"] <= 1 and -1 <= metrics["content"]["luminance_ssim"] <= 1
+    assert set(metrics["style_progress"]) == {"edge_density", "colour_count", "flatness"}
