@@ -1,7 +1,7 @@
 """Edge smoothing speed: the vectorised stage against the per-pixel reference procedure.
 
 Run: .venv/bin/python benchmarks/bench_smooth.py [--images 5] [--size 256]
-Both run on the same synthetic cartoon images in one process; the outputs are also compared.
+Both run on the same builtin cartoon images in one process; the outputs are also compared.
 """
 
 from __future__ import annotations

@@ -60,9 +60,10 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_repro_writes_documented_metrics(repo):
     metrics = json.loads((repo / "reports/evaluate/metrics.json").read_text())
     assert metrics["images"] >= 1
-    assert set(metrics["content"]) == {"perceptual_distance", "edge_ssim"}
-    assert set(metrics["style"]) == {"edge_density", "colour_count", "flatness"}
-    assert set(metrics["style_gap"]) == set(metrics["style"])
+    assert set(metrics["content"]) == {"perceptual_distance", "edge_ssim", "luminance_ssim"}
+    assert set(metrics["style"]) == {"edge_density", "colour_count", "flatness", "cartoon_score"}
+    assert set(metrics["style_gap"]) == set(metrics["style_progress"]) == set(metrics["style"]) - {"cartoon_score"}
+    assert 0 <= metrics["cartoon_score_auc"] <= 1 and metrics["vgg_layer"] == "relu2_2"
     assert (repo / "reports/evaluate/grid.png").stat().st_size > 0
     train = json.loads((repo / "reports/train/metrics.json").read_text())
     assert train["vgg_source"] == "random:0"
@@ -132,12 +133,12 @@ def test_switch_method_with_one_key(repo, method):
     assert run.data.tags["method"] == method
     for term in terms:
         assert f"loss/{term}" in run.data.metrics
-    assert "eval/style/flatness" in run.data.metrics
+    assert {"eval/style/flatness", "eval/style/cartoon_score", "eval/content/luminance_ssim"} <= set(run.data.metrics)
     assert run.data.params[param] == value
     methods = set(mlflow.search_runs(experiment_names=["tests"])["tags.method"])
     assert methods >= {"cartoongan", method}
     metrics = json.loads((repo / "reports/evaluate/metrics.json").read_text())
-    assert set(metrics["style"]) == {"edge_density", "colour_count", "flatness"}
+    assert set(metrics["style"]) == {"edge_density", "colour_count", "flatness", "cartoon_score"}
     shown = _run(["dvc", "exp", "show", "--csv"], repo)
     assert f",{method}," in shown and ",cartoongan," in shown  # side by side in dvc exp show
 
