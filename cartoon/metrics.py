@@ -65,8 +65,12 @@ def edge_ssim(a: np.ndarray, b: np.ndarray) -> float:
     if min(a.shape[:2]) < 3:  # too small for an SSIM window
         return float(np.allclose(ga, gb))
     data_range = float(max(ga.max(), gb.max(), 1e-6))
-    window = min(7, *[s if s % 2 else s - 1 for s in a.shape[:2]])
-    return float(structural_similarity(ga, gb, data_range=data_range, win_size=max(window, 3)))
+    return float(structural_similarity(ga, gb, data_range=data_range, win_size=_ssim_window(ga.shape)))
+
+
+def _ssim_window(shape: tuple[int, ...]) -> int:
+    """SSIM's window side: 7, or the largest odd side that fits a smaller image."""
+    return min(7, *[side if side % 2 else side - 1 for side in shape[:2]])
 
 
 def luminance_ssim(a: np.ndarray, b: np.ndarray, side: int = SSIM_SIDE) -> float:
@@ -75,7 +79,7 @@ def luminance_ssim(a: np.ndarray, b: np.ndarray, side: int = SSIM_SIDE) -> float
     if a.shape != b.shape:
         raise ValueError(f"luminance_ssim needs images of one size, got {a.shape} and {b.shape}")
     ga, gb = (luminance(scale_short_side(image, side)) for image in (a, b))
-    window = min(7, *[s if s % 2 else s - 1 for s in ga.shape])
+    window = _ssim_window(ga.shape)
     if window < 3:
         return float(np.array_equal(ga, gb))
     return float(structural_similarity(ga, gb, data_range=255, win_size=window))

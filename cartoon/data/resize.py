@@ -11,7 +11,6 @@ depend on them, with no rows when there are no faces.
 from __future__ import annotations
 
 import hashlib
-import math
 import shutil
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
