@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 
 from cartoon.errors import RuntimeFailure, UsageError
 from cartoon.progress import console
@@ -35,7 +36,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def handle_errors(func: F) -> F:
-    """Turn the project's exceptions into a red message and exit code 2 (usage) or 1 (runtime)."""
+    """Turn the project's exceptions into a red message and exit code 2 (usage) or 1 (runtime).
+
+    Messages are escaped: they quote paths and file contents, whose brackets rich would
+    otherwise read as markup (dropping text, or failing on an unmatched closing tag).
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -43,19 +48,27 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except UsageError as exc:
-            console.print(f"[bold red]error:[/] {exc}")
+            console.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from None
         except RuntimeFailure as exc:
-            console.print(f"[bold red]failed:[/] {exc}")
+            console.print(f"[bold red]failed:[/] {escape(str(exc))}")
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 def _load(params_path: Path):  # noqa: ANN202
+    """The shared params sections, all a data stage reads (its deps stay free of method code)."""
     from cartoon.params import load_params
 
     return load_params(params_path)
+
+
+def _load_run(params_path: Path):  # noqa: ANN202
+    """The params with the method sections checked too, for stages that run a method."""
+    from cartoon.methods import load_run_params
+
+    return load_run_params(params_path)
 
 
 @app.command()
@@ -120,7 +133,7 @@ def _phase(phase: str, params_path: Path, sets: dict[str, Path | None], model_di
     """Run a training phase; ``sets`` maps every image-set name to its store or folder (methods pick theirs)."""
     from cartoon.training import PhaseOutputs, run_phase
 
-    metrics = run_phase(phase, _load(params_path), sets, PhaseOutputs(model_dir, reports, checkpoint), init)  # type: ignore[arg-type]
+    metrics = run_phase(phase, _load_run(params_path), sets, PhaseOutputs(model_dir, reports, checkpoint), init)  # type: ignore[arg-type]
     console.print(f"{phase}: {metrics['steps']} steps in {metrics['seconds']} s; final losses {metrics['final_loss']}")
 
 
@@ -192,7 +205,7 @@ def evaluate(
     run_id = mlflow_run
     if mlflow_run and Path(mlflow_run).is_file():
         run_id = json.loads(Path(mlflow_run).read_text())["run_id"]
-    metrics = run(model, photos, out, _load(params), run_id)
+    metrics = run(model, photos, out, _load_run(params), run_id)
     typer.echo(json.dumps(metrics, indent=2))
 
 
@@ -213,7 +226,9 @@ def methods() -> None:
 @handle_errors
 def check_params(params: ParamsOption = Path("params.yaml")) -> None:
     """Validate a params file and print the resolved values of the selected method."""
-    typer.echo(json.dumps(_load(params).flat(), indent=2))
+    from cartoon.methods import flat_params
+
+    typer.echo(json.dumps(flat_params(_load_run(params)), indent=2))
 
 
 if __name__ == "__main__":

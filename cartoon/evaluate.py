@@ -154,7 +154,8 @@ def evaluate(
         metrics["style_progress"] = {key: style_progress(inputs[key], style[key], reference[key]) for key in STYLE_KEYS}
     if scorer:
         metrics["cartoon_score_auc"] = scorer.cv_auc
-    info = {"model": model, "method": config["method"], "skipped_files": skipped}
+    info = {"model": model, "method": config["method"], "vgg_source": features.source, "vgg_layer": features.layer,
+            "skipped_files": skipped}
     write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / "evaluation.json", info)
     if log_to_run:

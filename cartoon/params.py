@@ -3,7 +3,7 @@
 Every stage reads its own section through these models, so a typo or a wrong type fails
 before any work starts, with an error that names the key (``train.epochs: ...``).
 Method-specific sections (``cartoongan:``, ...) are validated by the schema that the
-selected method registers, so adding a method adds no field here.
+selected method registers (``cartoon.methods.load_run_params``), so adding a method adds no field here.
 """
 
 from __future__ import annotations
@@ -33,6 +33,12 @@ class CrawlParams(Section):
     per_host: int = Field(2, ge=1, le=16, description="requests in flight per host at most")
     host_delay_s: float = Field(0.5, ge=0, description="seconds between request starts to one host")
     respect_robots: bool = Field(True, description="honour robots.txt (RFC 9309)")
+    allow_private: bool = Field(
+        False,
+        description="fetch from loopback, private, link-local and other non-global addresses; off, a URL, redirect or "
+        "link whose host resolves to one is refused, so a sources file or a web page cannot make the crawl reach "
+        "internal services",
+    )
     min_side: int = Field(1, ge=1, description="images whose shorter side is below this many pixels are rejected (1: no limit)")
     max_aspect: float = Field(4.0, ge=1, description="images longer than this times their width (or the reverse) are rejected")
     near_duplicate_distance: int = Field(
@@ -116,7 +122,7 @@ class TrackingParams(Section):
 
 
 class Params(BaseModel):
-    """All of params.yaml. Extra top-level keys must be registered method names."""
+    """All of params.yaml. Extra top-level keys are method sections (``cartoon.methods.load_run_params`` checks them)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -130,26 +136,12 @@ class Params(BaseModel):
     evaluate: EvaluateParams = EvaluateParams()
     tracking: TrackingParams = TrackingParams()
 
-    def method_params(self, name: str | None = None) -> BaseModel:
-        """The validated section of a method (the selected one by default)."""
-        from cartoon.methods import get_method
 
-        name = name or self.model.name
-        method = get_method(name)
-        raw = (self.model_extra or {}).get(name) or {}
-        return _validate(method.Params, raw, prefix=f"{name}.")
-
-    def flat(self) -> dict[str, Any]:
-        """Dotted key -> value for MLflow: the shared sections plus the selected method's."""
-        data = {k: getattr(self, k).model_dump() for k in type(self).model_fields}
-        data[self.model.name] = self.method_params().model_dump()
-        return dict(_flatten(data))
-
-
-def _flatten(data: Any, prefix: str = ""):
+def flatten(data: Any, prefix: str = ""):
+    """(dotted key, value) pairs of nested mappings."""
     if isinstance(data, dict):
         for key, value in data.items():
-            yield from _flatten(value, f"{prefix}{key}.")
+            yield from flatten(value, f"{prefix}{key}.")
     else:
         yield prefix[:-1], data
 
@@ -166,7 +158,8 @@ def _describe(errors: list[dict[str, Any]], prefix: str) -> str:
     return "; ".join(lines)
 
 
-def _validate(model: type[BaseModel], raw: Any, prefix: str = "") -> Any:
+def validate(model: type[BaseModel], raw: Any, prefix: str = "") -> Any:
+    """``model`` from ``raw``; a problem is a UsageError naming each key (under ``prefix``)."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -184,23 +177,14 @@ def read_yaml(path: Path, what: str) -> Any:
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:
-    """Read and validate a params file; every problem is a UsageError naming the key."""
+    """Read and validate a params file's shared sections; every problem is a UsageError naming the key.
+
+    The data stages need no more. Stages that run a method use ``cartoon.methods.load_run_params``,
+    which also checks the method sections: checking them here would import every method and so
+    make each method's code a dep of the data stages (``tests/test_stage_deps.py``).
+    """
     path = Path(path)
     raw = read_yaml(path, "params")
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: expected a mapping of sections at the top level")
-    params = _validate(Params, raw)
-    from cartoon.methods import available_methods
-
-    methods = set(available_methods())
-    for key in params.model_extra or {}:
-        if key not in methods:
-            raise UsageError(
-                f"invalid params: {key}: unknown section (sections: {', '.join(sorted(Params.model_fields))}; "
-                f"method sections: {', '.join(sorted(methods))})"
-            )
-    if params.model.name not in methods:
-        raise UsageError(f"invalid params: model.name: unknown method {params.model.name!r} (known: {', '.join(sorted(methods))})")
-    for key in params.model_extra or {}:
-        params.method_params(key)
-    return params
+    return validate(Params, raw)

@@ -8,9 +8,12 @@ root so every experiment lands in the same database. ``MLFLOW_TRACKING_URI`` ove
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import logging
 import os
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,11 +22,42 @@ import mlflow
 import numpy as np
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
+from packaging.version import Version
 
 from cartoon.artifacts import CONFIG_FILE, GENERATOR_FILE
+from cartoon.errors import RuntimeFailure
 
 EXPS_TMP = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+CODE_PACKAGE = Path(__file__).parent  # logged with the model as code (code_paths)
+
+# Run by model_requirements in a fresh interpreter: loads and runs the model's code the way the
+# pyfunc loader does (load_context, then predict) and prints, as JSON, the top-level modules
+# that import statements inside the code package asked for. Modules those in turn import are
+# their distributions' own dependencies, which pip resolves.
+_IMPORT_PROBE = """
+import builtins, importlib, json, sys
+from types import SimpleNamespace
+
+package, weights = sys.argv[1:]
+asked = set()
+plain_import = builtins.__import__
+
+
+def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
+    if level == 0 and (globals or {}).get("__name__", "").partition(".")[0] == package:
+        asked.add(name.partition(".")[0])
+    return plain_import(name, globals, locals, fromlist, level)
+
+
+builtins.__import__ = recording_import
+import numpy as np
+
+model = importlib.import_module(f"{package}.mlflow_model").CartoonGenerator()
+model.load_context(SimpleNamespace(artifacts={"weights": weights}))
+model.predict(None, np.zeros((1, 9, 10, 3), np.uint8))
+print(json.dumps(sorted(asked)))
+"""
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -113,11 +147,42 @@ def _log_pyfunc(folder: Path, image: TensorSpec, register_as: str | None) -> Any
         name="generator",
         python_model=str(MODEL_CODE),
         artifacts={"weights": str(folder / GENERATOR_FILE), "config": str(folder / CONFIG_FILE)},
-        code_paths=[str(Path(__file__).parent)],
+        code_paths=[str(CODE_PACKAGE)],
         signature=ModelSignature(inputs=Schema([image]), outputs=Schema([image])),
-        pip_requirements=["torch", "numpy", "safetensors", "opencv-python-headless", "pydantic", "pyyaml"],
+        pip_requirements=model_requirements(folder / GENERATOR_FILE),
         registered_model_name=register_as,
     )
+
+
+def model_requirements(weights: Path) -> list[str]:
+    """The logged model's pip requirements, ``name>=major.minor`` of the installed versions.
+
+    Measured, not listed by hand: a fresh interpreter loads ``weights`` through the model's code
+    and predicts once, and every distribution that the code package imports on that path is
+    required (a hand-written list missed scikit-image and scipy, imported through the method
+    registry). MLflow adds its own pin; the code package travels with the model.
+    """
+    probe = [sys.executable, "-c", _IMPORT_PROBE, CODE_PACKAGE.name, str(Path(weights).resolve())]
+    try:
+        done = subprocess.run(probe, capture_output=True, text=True, cwd=CODE_PACKAGE.parent, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise RuntimeFailure(f"loading {weights} through the MLflow model code took over 10 minutes") from None
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no error output"])[-1]
+        raise RuntimeFailure(f"the MLflow model code cannot load and run {weights}: {reason}")
+    providers = importlib.metadata.packages_distributions()
+    distributions = set()
+    for module in json.loads(done.stdout.splitlines()[-1]):
+        if module in sys.stdlib_module_names or module in (CODE_PACKAGE.name, "mlflow"):  # MLflow pins itself
+            continue
+        if module not in providers:
+            raise RuntimeFailure(f"no installed distribution provides module {module}, which the MLflow model code imports")
+        distributions.update(providers[module])
+    return sorted(f"{name}>={_major_minor(name)}" for name in distributions)
+
+
+def _major_minor(distribution: str) -> str:
+    return ".".join(map(str, Version(importlib.metadata.version(distribution)).release[:2]))
 
 
 def registered_name(method: str) -> str:

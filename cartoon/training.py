@@ -25,11 +25,17 @@ import torch
 from torchvision.utils import make_grid
 
 from cartoon import tracking
-from cartoon.artifacts import load_generator, load_training_state, save_generator, save_training_state, write_json
+from cartoon.artifacts import (
+    load_generator,
+    load_training_state,
+    save_generator,
+    save_training_state,
+    write_json,
+)
 from cartoon.data.store import Images, open_images, row_chunks
 from cartoon.errors import RuntimeFailure, UsageError
 from cartoon.inference import to_uint8
-from cartoon.methods import get_method
+from cartoon.methods import flat_params, get_method, method_params
 from cartoon.methods.base import Method, NonFiniteLoss, Phase
 from cartoon.params import LoopParams, Params
 from cartoon.progress import console, progress
@@ -133,13 +139,24 @@ def _fingerprint(phase: str, params: Params, loop: LoopParams, data: str, init_d
     config = {
         "phase": phase,
         "method": params.model.name,
-        "method_params": params.method_params().model_dump(mode="json"),
+        "method_params": method_params(params).model_dump(mode="json"),
         "loop": {k: getattr(loop, k) for k in _RESULT_KEYS},
         "vgg": vgg,
         "init": init_digest,
         "data": data,
     }
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def _cuda_rng() -> list[torch.Tensor]:
+    """The CUDA generators' states, one per device ([] without CUDA): a resumed GPU run must
+    continue the killed run's random stream (dropout, sampling), not start a new one."""
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+
+
+def _restore_cuda_rng(states: list[torch.Tensor]) -> None:
+    if states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states)
 
 
 def _epoch_order(n: int, seed: int, epoch: int, salt: int) -> torch.Tensor:
@@ -252,7 +269,7 @@ def run_phase(
             if (faces | sets)[name].names != (faces | sets)[group[0]].names:
                 raise RuntimeFailure(f"image set {name} does not match {group[0]} file by file; re-run the stages making them")
     features = load_vgg(params.vgg, method_cls.content_layer)
-    method = method_cls(params.method_params(), features, device)
+    method = method_cls(method_params(params), features, device)
     init_digest = ""
     if init is not None:
         pretrained, config = load_generator(init)
@@ -279,6 +296,7 @@ def run_phase(
         if saved.get("fingerprint") == fingerprint:
             method.load_state_dict(saved["method"])
             torch.set_rng_state(saved["rng"])
+            _restore_cuda_rng(saved.get("cuda_rng", []))
             state = {k: saved[k] for k in state}
         else:
             outputs.checkpoint.unlink()  # inputs or params changed: that progress belongs to another run
@@ -290,13 +308,14 @@ def run_phase(
         resumed = state["global_step"] > 0
         if not resumed:
             face_images = len(faces["face_photo"].names) if faces else 0
-            tracking.log_params({**params.flat(), **method.derived_params(), "data.face_photos": face_images})
+            tracking.log_params({**flat_params(params), **method.derived_params(), "data.face_photos": face_images})
             mlflow.set_tags(tracking.run_tags(phase, method_cls.name, data_sha, features.source))
 
         def save_checkpoint() -> None:
             save_training_state(
                 outputs.checkpoint,
-                {**state, "fingerprint": fingerprint, "method": method.state_dict(), "rng": torch.get_rng_state()},
+                {**state, "fingerprint": fingerprint, "method": method.state_dict(), "rng": torch.get_rng_state(),
+                 "cuda_rng": _cuda_rng()},
             )
 
         started = time.monotonic()

@@ -1,11 +1,19 @@
-"""A throwaway HTTP server on 127.0.0.1 for the crawl tests (the only network they touch)."""
+"""A throwaway HTTP server on 127.0.0.1 for the crawl tests (the only network they touch), and
+made-up host names that lead to it."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+PUBLIC = "93.184.215.14"  # a global address, routed to the test server by fake_network
+#: Host names that fake_network resolves; the crawl refuses the private ones by default.
+FAKE_DNS = {"public.test": [PUBLIC], "internal.test": ["10.0.0.7"], "mixed.test": [PUBLIC, "10.0.0.7"]}
 
 
 @contextmanager
@@ -20,3 +28,23 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def fake_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the names in FAKE_DNS resolve to their addresses, and route a connection to any of
+    those addresses to 127.0.0.1: as if those hosts ran the test servers. A refusal can then come
+    only from the check of the addresses, never from a connection that fails."""
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.create_connection
+    routed = {address for addresses in FAKE_DNS.values() for address in addresses}
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host in FAKE_DNS:
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port)) for address in FAKE_DNS[host]]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    def create_connection(address, *args, **kwargs):
+        host, port = address[:2]
+        return real_connect(("127.0.0.1" if host in routed else host, port), *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "create_connection", create_connection)

@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from cartoon.errors import UsageError
-from cartoon.methods import available_methods, get_method
+from cartoon.methods import (
+    available_methods,
+    get_method,
+    load_run_params,
+    method_params,
+)
 from cartoon.methods.animeganv2 import (
     PRESETS,
     AnimeGANv2,
@@ -19,7 +24,7 @@ from cartoon.methods.animeganv2 import (
     tv_loss,
 )
 from cartoon.methods.base import count_parameters
-from cartoon.params import Params, VggParams, load_params
+from cartoon.params import Params, VggParams
 from cartoon.vgg import RandomWeightsWarning, load_vgg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,9 +51,9 @@ def test_paper_discriminator_parameter_count():
 
 
 def test_paper_profile_is_valid_and_at_paper_settings():
-    params = load_params(ROOT / "pipeline/profiles/animeganv2-paper-gpu.yaml")
+    params = load_run_params(ROOT / "pipeline/profiles/animeganv2-paper-gpu.yaml")
     assert params.model.name == "animeganv2"
-    method = params.method_params()
+    method = method_params(params)
     assert method == AnimeGANv2Params()  # the profile spells out the defaults, which are the paper's
     assert count_parameters(AnimeGANv2.build_generator(method)) == 2_143_552
 
@@ -117,7 +122,7 @@ def test_presets_resolve_and_explicit_values_win():
 def test_unknown_preset_is_rejected_naming_the_key():
     params = Params.model_validate({"model": {"name": "animeganv2"}, "animeganv2": {"train": {"preset": "ghibli"}}})
     with pytest.raises(UsageError, match=r"animeganv2\.train\.preset"):
-        params.method_params()
+        method_params(params)
 
 
 @pytest.fixture(scope="module")

@@ -267,16 +267,89 @@ def test_tar_total_limit_stops_the_stream(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("kind", ["zip", "tar"])
-def test_member_limit_ends_with_one_archive_row(tmp_path: Path, kind: str) -> None:
+def test_tar_member_limit_ends_with_one_archive_row(tmp_path: Path) -> None:
     entries = {f"{i}.png": bytes([i]) for i in range(50)}
-    path = write_zip(tmp_path / "a", entries) if kind == "zip" else write_tar(tmp_path / "a", entries)
+    path = write_tar(tmp_path / "a", entries)
     members = read_all(path, count=3)
     assert [(m.name, m.data, m.reason) for m in members] == [
         ("0.png", b"\x00", ""), ("1.png", b"\x01", ""), ("2.png", b"\x02", ""),
         (ARCHIVE_ROW, None, "member limit reached (3)"),
     ]  # fmt: skip
     assert len(read_all(path, count=50)) == 50  # exactly at the limit: no archive row
+
+
+END = struct.Struct("<4s4H2LH")
+
+
+def with_zip64_end(data: bytes, declared: int | None = None) -> bytes:
+    """The zip with the zip64 end records zipfile writes past 65,535 entries, declaring
+    ``declared`` entries (default: the true count), and the classic end record saying "see zip64"."""
+    at = data.rfind(b"PK\x05\x06")
+    _, _, _, _, count, size, offset, _ = END.unpack_from(data, at)
+    count = count if declared is None else declared
+    record = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, size, offset)
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, at, 1)
+    return data[:at] + record + locator + END.pack(b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+
+
+def declaring(data: bytes, count: int) -> bytes:
+    """The zip with its end record declaring ``count`` entries, whatever its directory holds."""
+    at = data.rfind(b"PK\x05\x06")
+    fields = list(END.unpack_from(data, at))
+    fields[3] = fields[4] = count
+    return data[:at] + END.pack(*fields) + data[at + END.size :]
+
+
+def with_comment(data: bytes, comment: bytes = b"made for a test") -> bytes:
+    """The zip with an archive comment after its end record, so that the record must be searched for."""
+    return data[:-2] + struct.pack("<H", len(comment)) + comment
+
+
+def forbid_zipfile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on zipfile may not open an archive: the member limit must be applied before it parses one."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("zipfile.ZipFile was called for an archive over the member limit")
+
+    monkeypatch.setattr(archive_module.zipfile, "ZipFile", refuse)
+
+
+def fifty_member_zip(tmp_path: Path) -> bytes:
+    return write_zip(tmp_path / "made.zip", {f"{i}.png": bytes([i]) for i in range(50)}).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [lambda data: data, with_comment, lambda data: declaring(data, 2), with_zip64_end, lambda data: with_zip64_end(data, 2)],
+    ids=["declared", "commented", "end-record-lies", "zip64", "zip64-lies"],
+)  # fmt: skip
+def test_zip_over_the_member_limit_is_refused_before_zipfile_parses_it(tmp_path: Path, forge, monkeypatch) -> None:
+    """A count that the end record declares, or the records the directory really holds when the
+    count lies (zipfile parses them all): either way, more than the limit refuses the archive."""
+    path = tmp_path / "a.zip"
+    path.write_bytes(forge(fifty_member_zip(tmp_path)))
+    forbid_zipfile(monkeypatch)
+    with pytest.raises(ArchiveError, match="more than 3 members"):
+        read_all(path, count=3)
+
+
+def test_zip64_count_is_read_without_counting_the_directory(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "a.zip"
+    path.write_bytes(with_zip64_end(fifty_member_zip(tmp_path), declared=10**12))
+    forbid_zipfile(monkeypatch)
+    with pytest.raises(ArchiveError, match="more than 200000 members"):
+        read_all(path, count=200_000)
+
+
+@pytest.mark.parametrize(
+    "forge", [lambda data: data, with_comment, with_zip64_end, lambda data: with_comment(with_zip64_end(data))],
+    ids=["plain", "commented", "zip64", "zip64-commented"],
+)  # fmt: skip
+def test_zip_at_the_member_limit_is_read_whole(tmp_path: Path, forge) -> None:
+    path = tmp_path / "a.zip"
+    path.write_bytes(forge(fifty_member_zip(tmp_path)))
+    members = read_all(path, count=50)
+    assert [(m.name, m.data) for m in members] == [(f"{i}.png", bytes([i])) for i in range(50)]
 
 
 def test_oversized_tar_header_stops_reading(tmp_path: Path) -> None:

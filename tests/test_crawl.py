@@ -19,11 +19,11 @@ import yaml
 from PIL import Image
 
 from cartoon.data.crawl import MANIFEST_COLUMNS, crawl
-from cartoon.data.http import ATTEMPT_BUDGET_FACTOR
+from cartoon.data.http import ATTEMPT_BUDGET_FACTOR, is_public_address
 from cartoon.data.imageio import sha256_bytes
 from cartoon.errors import UsageError
 from cartoon.params import CrawlParams
-from tests.local_server import serving
+from tests.local_server import fake_network, serving
 
 
 def image_bytes(width: int, height: int, seed: int, fmt: str = "PNG") -> bytes:
@@ -311,6 +311,12 @@ def make_handler(site: Site) -> type[BaseHTTPRequestHandler]:
                 self.redirect("/loop")
             elif self.path == "/to-ftp":
                 self.redirect("ftp://127.0.0.1/x.png")
+            elif self.path == "/to-internal":
+                self.redirect(f"http://internal.test:{self.server.server_port}/good.png")
+            elif self.path == "/to-loopback":
+                self.redirect(f"http://127.0.0.1:{self.server.server_port}/good.png")
+            elif self.path.startswith("/status/"):  # /status/<code>: that status on the first hit, then the image
+                self.reply(int(self.path.split("/")[2]), b"busy", "text/plain") if hits == 1 else self.reply(200, site.good)
             elif self.path == "/drip":  # headers at once, then one byte every 50 ms "forever"
                 self.send_response(200)
                 self.send_header("Content-Type", "image/png")
@@ -351,7 +357,8 @@ def test_urls_status_retries_content_checks_and_caps(tmp_path, site):
         {"name": "web", "kind": "urls", "domain": "photo", "urls": [base + p for p in paths],
          "url_file": "more.txt", "licence": "CC0"},
     ])  # fmt: skip
-    params = CrawlParams(retries=2, backoff_s=0.01, timeout_s=2, max_bytes=100_000, workers=4, host_delay_s=0, per_host=4)
+    params = CrawlParams(retries=2, backoff_s=0.01, timeout_s=2, max_bytes=100_000, workers=4, host_delay_s=0, per_host=4,
+                         allow_private=True)  # fmt: skip
     manifest = crawl(sources, tmp_path / "raw", params)
 
     rows = {row["origin"].removeprefix(base): row for row in manifest.to_dict("records")}
@@ -393,7 +400,7 @@ def test_slow_servers_are_cut_off(tmp_path, site):
     _, base = site
     urls = [f"{base}/drip", f"{base}/stall"]
     sources = write_sources(tmp_path, [{"kind": "urls", "domain": "cartoon", "urls": urls}])
-    params = CrawlParams(retries=0, timeout_s=0.3, workers=2, host_delay_s=0)
+    params = CrawlParams(retries=0, timeout_s=0.3, workers=2, host_delay_s=0, allow_private=True)
     started = time.monotonic()
     manifest = crawl(sources, tmp_path / "raw", params)
     elapsed = time.monotonic() - started
@@ -401,3 +408,73 @@ def test_slow_servers_are_cut_off(tmp_path, site):
     assert reasons["/drip"] == "timeout (total time limit)"  # each byte came within timeout_s
     assert reasons["/stall"] == "timeout"
     assert elapsed < ATTEMPT_BUDGET_FACTOR * params.timeout_s + 1.5
+
+
+def test_every_5xx_and_429_is_retried_with_backoff(tmp_path, site):
+    state, base = site
+    codes = [429, 500, 501, 502, 503, 504, 505, 599]
+    sources = write_sources(tmp_path, [{"kind": "urls", "domain": "photo", "urls": [f"{base}/status/{code}" for code in codes]}])
+    params = CrawlParams(retries=1, backoff_s=0.2, host_delay_s=0, per_host=8, workers=8, allow_private=True)
+    started = time.monotonic()
+    manifest = crawl(sources, tmp_path / "raw", params)
+    assert manifest.status.tolist() == ["ok"] + ["duplicate"] * (len(codes) - 1)  # each got the image on its retry
+    assert all(state.hits[f"/status/{code}"] == 2 for code in codes)
+    assert time.monotonic() - started >= params.backoff_s  # the retry waited
+
+
+# ---------------------------------------------------------------- private addresses
+
+
+def test_private_addresses_are_refused_by_default(tmp_path, site):
+    state, base = site
+    sources = write_sources(tmp_path, [
+        {"name": "list", "kind": "urls", "domain": "photo", "urls": [f"{base}/good.png"]},
+        {"name": "pages", "kind": "html", "domain": "photo", "start_urls": [f"{base}/gallery.html"]},
+        {"name": "pack", "kind": "archive", "domain": "photo", "url": f"{base}/pack.zip"},
+    ])  # fmt: skip
+    manifest = crawl(sources, tmp_path / "raw", CrawlParams(retries=2, backoff_s=0.01))
+    reasons = dict(zip(manifest.source, manifest.reason))
+    assert reasons == {"list": "private address: 127.0.0.1", "pages": "page private address: 127.0.0.1",
+                       "pack": "private address: 127.0.0.1"}  # fmt: skip
+    assert sum(state.hits.values()) == 0  # not even robots.txt was asked for
+
+    opted_in = write_sources(tmp_path, [{"kind": "urls", "domain": "photo", "urls": [f"{base}/good.png"]}])
+    assert crawl(opted_in, tmp_path / "raw2", CrawlParams(allow_private=True)).status.tolist() == ["ok"]
+
+
+def test_a_redirect_to_a_private_address_is_refused_at_that_hop(tmp_path, site, monkeypatch):
+    """public.test redirects to internal.test and to 127.0.0.1; the fake network would carry
+    either request to the server, so only a check at every hop can stop them."""
+    state, base = site
+    fake_network(monkeypatch)
+    port = base.rsplit(":", 1)[1]
+    paths = ["/good.png", "/to-internal", "/to-loopback"]
+    sources = write_sources(tmp_path, [{"kind": "urls", "domain": "photo", "urls": [f"http://public.test:{port}{p}" for p in paths]}])
+    manifest = crawl(sources, tmp_path / "raw", CrawlParams(retries=0, host_delay_s=0))
+    reasons = dict(zip(manifest.origin.str.split(port).str[1], manifest.reason))
+    assert reasons == {"/good.png": "", "/to-internal": "private address: 10.0.0.7", "/to-loopback": "private address: 127.0.0.1"}
+    assert state.hits["/to-internal"] == state.hits["/to-loopback"] == 1  # the public hop was fetched...
+    assert state.hits["/good.png"] == 1  # ...and only the public URL reached the image
+
+
+def test_a_host_with_any_private_address_is_refused(tmp_path, site, monkeypatch):
+    """mixed.test lists a public address first and a private one second: every address counts."""
+    state, base = site
+    fake_network(monkeypatch)
+    port = base.rsplit(":", 1)[1]
+    sources = write_sources(tmp_path, [{"kind": "urls", "domain": "photo", "urls": [f"http://mixed.test:{port}/good.png"]}])
+    manifest = crawl(sources, tmp_path / "raw", CrawlParams(retries=0, host_delay_s=0))
+    assert manifest.reason.tolist() == ["private address: 10.0.0.7"]
+    assert sum(state.hits.values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [("93.184.215.14", True), ("2606:4700:4700::1111", True), ("127.0.0.1", False), ("10.1.2.3", False),
+     ("172.16.0.1", False), ("192.168.1.1", False), ("169.254.169.254", False), ("100.64.0.1", False),
+     ("0.0.0.0", False), ("224.0.0.1", False), ("240.0.0.1", False), ("255.255.255.255", False), ("::1", False),
+     ("::", False), ("fe80::1", False), ("fc00::1", False), ("ff02::1", False), ("::ffff:127.0.0.1", False),
+     ("::ffff:10.0.0.1", False)],
+)  # fmt: skip
+def test_public_addresses(address, public):
+    assert is_public_address(address) is public

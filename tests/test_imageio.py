@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from io import BytesIO
 
 import numpy as np
@@ -189,3 +190,13 @@ def test_write_atomic_replaces_whole_files_and_leaves_no_temp(tmp_path, monkeypa
     with pytest.raises(OSError, match="disk full"):
         write_atomic(target, b"lost\n")
     assert target.read_bytes() == b"new\n" and [p.name for p in target.parent.iterdir()] == ["names.txt"]
+
+
+def test_write_atomic_gives_the_mode_of_any_new_file(tmp_path):
+    """Not mkstemp's 0600: what a stage writes is shared data, readable as the umask allows."""
+    previous = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "out.csv", b"a,b\n")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "out.csv").stat().st_mode) == 0o644

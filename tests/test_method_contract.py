@@ -5,9 +5,12 @@ import copy
 import pytest
 import torch
 
-from cartoon.methods import available_methods
+from cartoon.methods import (
+    available_methods,
+    load_run_params,
+    method_params,
+)
 from cartoon.methods.base import NonFiniteLoss
-from cartoon.params import load_params
 from cartoon.vgg import RandomWeightsWarning, load_vgg
 from tests.conftest import write_params
 
@@ -17,7 +20,7 @@ METHODS = list(available_methods())
 @pytest.fixture(scope="module")
 def params(tmp_path_factory):
     """The tiny test params of every method (tests/conftest.py)."""
-    return load_params(write_params(tmp_path_factory.mktemp("params") / "params.yaml"))
+    return load_run_params(write_params(tmp_path_factory.mktemp("params") / "params.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,7 @@ def make(params, features):
 
 
 def _make(all_params, features, name, pretrain_lr):
-    params = all_params.method_params(name)
+    params = method_params(all_params, name)
     if pretrain_lr is not None:
         params = params.model_copy(update={"pretrain": params.pretrain.model_copy(update={"lr": pretrain_lr})})
     torch.manual_seed(0)

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from cartoon.errors import UsageError
-from cartoon.params import load_params
+from cartoon.methods import flat_params, load_run_params, method_params
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -13,14 +13,14 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_defaults_validate(tmp_path):
-    params = load_params(_write(tmp_path, "{}\n"))
+    params = load_run_params(_write(tmp_path, "{}\n"))
     assert params.model.name == "cartoongan"
-    assert params.method_params().train.content_weight == 10.0
-    assert params.flat()["cartoongan.generator.n_blocks"] == 8
+    assert method_params(params).train.content_weight == 10.0
+    assert flat_params(params)["cartoongan.generator.n_blocks"] == 8
 
 
 def test_repository_params_file_is_valid():
-    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    params = load_run_params(Path(__file__).parents[1] / "params.yaml")
     assert params.vgg.allow_random is True  # the offline default must run without weights
 
 
@@ -41,18 +41,18 @@ def test_repository_params_file_is_valid():
 )
 def test_bad_params_name_the_key(tmp_path, text, named):
     with pytest.raises(UsageError, match="") as info:
-        load_params(_write(tmp_path, text))
+        load_run_params(_write(tmp_path, text))
     assert named in str(info.value)
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(UsageError, match="not found"):
-        load_params(tmp_path / "nope.yaml")
+        load_run_params(tmp_path / "nope.yaml")
 
 
 def test_paper_profile_is_valid_and_at_paper_settings():
-    params = load_params(Path(__file__).parents[1] / "pipeline/profiles/paper-gpu.yaml")
-    method = params.method_params()
+    params = load_run_params(Path(__file__).parents[1] / "pipeline/profiles/paper-gpu.yaml")
+    method = method_params(params)
     assert (method.generator.width, method.generator.n_blocks) == (64, 8)
     assert method.train.content_weight == 10.0 and params.train.epochs == 100 and params.pretrain.epochs == 10
     assert params.vgg.allow_random is False and params.resize.size == 256

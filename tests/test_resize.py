@@ -25,12 +25,12 @@ def save_noise(path: Path, width: int, height: int, seed: int) -> None:
 
 
 def crawled(tmp_path: Path, photos: int, cartoons: int) -> Path:
-    """A raw dir made by the real crawl stage from generated local folders."""
+    """A raw dir made by the real crawl stage from generated local folders (licence: the domain's name)."""
     for i in range(photos):
         save_noise(tmp_path / "in" / "photo" / f"p{i:02d}.png", 40 + i, 30, seed=i)
     for i in range(cartoons):
         save_noise(tmp_path / "in" / "cartoon" / f"c{i:02d}.png", 30, 50, seed=1000 + i)
-    sources = [{"kind": "local", "domain": d, "path": f"in/{d}"} for d in ("photo", "cartoon")]
+    sources = [{"kind": "local", "domain": d, "path": f"in/{d}", "licence": f"{d} licence"} for d in ("photo", "cartoon")]
     (tmp_path / "in" / "photo").mkdir(parents=True, exist_ok=True)
     (tmp_path / "in" / "cartoon").mkdir(parents=True, exist_ok=True)
     (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": sources}))
@@ -53,6 +53,7 @@ def test_outputs_are_square_stores_indexed_by_the_manifest(tmp_path, capsys):
     manifest = resize(raw, out, ResizeParams(size=32, test_fraction=0.2, seed=0))
 
     assert list(manifest.columns) == MANIFEST_COLUMNS
+    assert (manifest.licence == manifest.domain + " licence").all()  # attribution carried from the crawl manifest
     assert (manifest.status == "ok").all() and len(manifest) == 8
     assert manifest.split.tolist().count("test") == 1 and set(manifest[manifest.domain == "cartoon"].split) == {"train"}
     for row in manifest.to_dict("records"):

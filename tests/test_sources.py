@@ -23,9 +23,11 @@ from cartoon.data.dedupe import hamming
 from cartoon.data.http import ATTEMPT_BUDGET_FACTOR
 from cartoon.errors import UsageError
 from cartoon.params import CrawlParams, ResizeParams
-from tests.local_server import serving
+from tests.local_server import fake_network, serving
 
-FAST = {"host_delay_s": 0.0, "per_host": 4, "backoff_s": 0.01, "timeout_s": 1.0}
+#: Quick crawl settings for the local test server, which runs on 127.0.0.1: a private address, so
+#: every test that talks to it opts in with allow_private.
+LOCAL_SERVER = {"allow_private": True, "host_delay_s": 0.0, "per_host": 4, "backoff_s": 0.01, "timeout_s": 1.0}
 
 
 def scene(seed: int, width: int = 48, height: int = 40) -> np.ndarray:
@@ -93,6 +95,9 @@ class Gallery:
             "/page2.html": '<img src="/img/p2.png"><a href="/page3.html">deeper</a>',
             "/page3.html": '<img src="/img/ext.png">',
             "/elsewhere.html": '<img src="/img/ext.png">',
+            "/outward.html": f'<img src="/img/a.png"> <img src="http://internal.test:{port}/img/b.png">'
+                             f'<a href="http://internal.test:{port}/page2.html">in</a>'
+                             f'<a href="http://127.0.0.1:{port}/page3.html">loopback</a>',
         }
 
 
@@ -202,7 +207,7 @@ def test_html_gallery_with_robots_depth_and_hostile_responses(tmp_path, gallery,
                                         "start_urls": [f"{base}/gallery.html"], "max_depth": 1}])  # fmt: skip
     before = files_under(tmp_path)
     started = time.monotonic()
-    manifest = crawl(sources, tmp_path / "raw", CrawlParams(retries=1, max_bytes=300_000, **FAST))
+    manifest = crawl(sources, tmp_path / "raw", CrawlParams(retries=1, max_bytes=300_000, **LOCAL_SERVER))
     elapsed = time.monotonic() - started
     rows = {row["origin"].removeprefix(base): row for row in manifest.to_dict("records")}
     status = {origin: (row["status"], row["reason"]) for origin, row in rows.items()}
@@ -227,11 +232,28 @@ def test_html_gallery_with_robots_depth_and_hostile_responses(tmp_path, gallery,
     assert "fetched" in err and "skipped" in err and "failed" in err  # the progress bar's counts
 
 
+def test_links_and_images_on_private_addresses_are_refused_with_same_host_off(tmp_path, gallery, monkeypatch):
+    site, base = gallery
+    port = base.rsplit(":", 1)[1]
+    fake_network(monkeypatch)
+    sources = write_sources(tmp_path, [{"kind": "html", "domain": "photo", "same_host": False, "max_depth": 1,
+                                        "start_urls": [f"http://public.test:{port}/outward.html"]}])  # fmt: skip
+    manifest = crawl(sources, tmp_path / "raw", CrawlParams(retries=0, host_delay_s=0))
+    assert dict(zip(manifest.origin, manifest.reason)) == {
+        f"http://public.test:{port}/img/a.png": "",
+        f"http://internal.test:{port}/img/b.png": "private address: 10.0.0.7",
+        f"http://internal.test:{port}/page2.html": "page private address: 10.0.0.7",
+        f"http://127.0.0.1:{port}/page3.html": "page private address: 127.0.0.1",
+    }
+    assert site.hits["/img/a.png"] == 1  # the public host was crawled...
+    assert site.hits["/img/b.png"] == site.hits["/page2.html"] == site.hits["/page3.html"] == 0  # ...and nothing else
+
+
 def test_archive_over_http_rejects_escaping_members_and_writes_only_its_folder(tmp_path, gallery):
     site, base = gallery
     sources = write_sources(tmp_path, [{"name": "pack", "kind": "archive", "domain": "cartoon", "url": f"{base}/pack.zip"}])
     before = files_under(tmp_path)
-    manifest = crawl(sources, tmp_path / "out" / "raw", CrawlParams(**FAST))
+    manifest = crawl(sources, tmp_path / "out" / "raw", CrawlParams(**LOCAL_SERVER))
     rows = {row["origin"].split("!", 1)[1]: (row["status"], row["reason"]) for row in manifest.to_dict("records")}
     assert rows == {"good/one.png": ("ok", ""), "../evil.png": ("rejected", "unsafe path"), "notes.txt": ("rejected", "not an image")}
     created = files_under(tmp_path) - before
@@ -263,7 +285,7 @@ def test_interrupted_crawl_resumes_without_downloading_again(tmp_path, gallery, 
     site, base = gallery
     urls = [f"{base}/img/{name}" for name in ("a.png", "b.png", "big.png", "p2.png", "secret.png", "photo.jpg")]
     sources = write_sources(tmp_path, [{"kind": "urls", "domain": "photo", "urls": urls}])
-    params = CrawlParams(workers=1, **FAST)
+    params = CrawlParams(workers=1, **LOCAL_SERVER)
     examined = []
     real_examine = crawl_module._examine
 
@@ -288,9 +310,9 @@ def test_recrawl_revalidates_with_etags(tmp_path, gallery):
     site, base = gallery
     urls = [f"{base}/img/a.png", f"{base}/img/b.png", f"{base}/flaky.png"]
     sources = write_sources(tmp_path, [{"kind": "urls", "domain": "photo", "urls": urls}])
-    first = crawl(sources, tmp_path / "raw", CrawlParams(**FAST))
+    first = crawl(sources, tmp_path / "raw", CrawlParams(**LOCAL_SERVER))
     site.images["/img/b.png"] = encode(scene(99))  # changed on the server since
-    second = crawl(sources, tmp_path / "raw", CrawlParams(**FAST))
+    second = crawl(sources, tmp_path / "raw", CrawlParams(**LOCAL_SERVER))
     assert site.not_modified == 1  # a.png: 304, no body sent again
     assert site.conditional["/img/a.png"] == 1 and site.conditional["/img/b.png"] == 1
     assert site.hits["/flaky.png"] == 3  # no validator from that server: fetched again (500, then 200 twice)
@@ -306,7 +328,7 @@ def test_malformed_links_and_redirects_become_rows_not_crashes(tmp_path, gallery
         {"name": "page", "kind": "html", "domain": "photo", "start_urls": [f"{base}/malformed.html"]},
         {"name": "list", "kind": "urls", "domain": "cartoon", "urls": [f"{base}/bad-redirect.png", f"{base}/my photoé.png"]},
     ])  # fmt: skip
-    manifest = crawl(sources, tmp_path / "raw", CrawlParams(**FAST))
+    manifest = crawl(sources, tmp_path / "raw", CrawlParams(**LOCAL_SERVER))
     rows = dict(zip(manifest.origin.str.removeprefix(base), zip(manifest.status, manifest.reason)))
     assert rows == {"/img/a.png": ("ok", ""), "/bad-redirect.png": ("rejected", "invalid redirect"), "/my photoé.png": ("ok", "")}
 
@@ -316,7 +338,7 @@ def test_waiting_for_a_busy_host_does_not_count_against_the_time_budget(tmp_path
     the last requests wait about 2 s for their turn and must still succeed."""
     _, base = gallery
     sources = write_sources(tmp_path, [{"kind": "urls", "domain": "photo", "urls": [f"{base}/slow/{i}" for i in range(8)]}])
-    params = CrawlParams(workers=8, per_host=1, host_delay_s=0, timeout_s=0.3, retries=0)
+    params = CrawlParams(workers=8, per_host=1, host_delay_s=0, timeout_s=0.3, retries=0, allow_private=True)
     manifest = crawl(sources, tmp_path / "raw", params)
     assert (manifest.status == "ok").all(), manifest.reason.tolist()
 
@@ -336,7 +358,7 @@ def test_interrupt_stops_without_running_the_queue(tmp_path, gallery, monkeypatc
 
     monkeypatch.setattr(crawl_module, "_origins", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        crawl(sources, tmp_path / "raw", CrawlParams(workers=2, **{**FAST, "per_host": 2}))
+        crawl(sources, tmp_path / "raw", CrawlParams(workers=2, **{**LOCAL_SERVER, "per_host": 2}))
     assert sum(site.hits[f"/slow/{i}"] for i in range(12)) <= 2  # queued items were cancelled
     assert (tmp_path / "raw" / ".http-cache" / "crawl-in-progress.json").is_file()  # resumable
 
@@ -344,8 +366,8 @@ def test_interrupt_stops_without_running_the_queue(tmp_path, gallery, monkeypatc
 def test_redirected_images_are_revalidated_at_their_final_url(tmp_path, gallery):
     site, base = gallery
     sources = write_sources(tmp_path, [{"kind": "urls", "domain": "photo", "urls": [f"{base}/cdn/a.png"]}])
-    crawl(sources, tmp_path / "raw", CrawlParams(**FAST))
-    crawl(sources, tmp_path / "raw", CrawlParams(**FAST))
+    crawl(sources, tmp_path / "raw", CrawlParams(**LOCAL_SERVER))
+    crawl(sources, tmp_path / "raw", CrawlParams(**LOCAL_SERVER))
     assert site.not_modified == 1 and site.hits["/img/a.png"] == 2
 
 
@@ -370,9 +392,9 @@ def test_redirect_loop_page_is_recorded(tmp_path, gallery):
     _, base = gallery
     sources = write_sources(tmp_path, [{"kind": "html", "domain": "photo", "start_urls": [f"{base}/loop.html"]}])
     started = time.monotonic()
-    manifest = crawl(sources, tmp_path / "raw", CrawlParams(**FAST))
+    manifest = crawl(sources, tmp_path / "raw", CrawlParams(**LOCAL_SERVER))
     assert manifest.reason.tolist() == ["page too many redirects"]
-    assert time.monotonic() - started < ATTEMPT_BUDGET_FACTOR * FAST["timeout_s"] * 2
+    assert time.monotonic() - started < ATTEMPT_BUDGET_FACTOR * LOCAL_SERVER["timeout_s"] * 2
 
 
 # ---------------------------------------------------------------- video
@@ -520,7 +542,7 @@ def test_robots_txt_redirect_is_followed_and_unreachable_is_told_apart(tmp_path)
     with serving(Handler) as good, serving(Broken) as broken:
         sources = write_sources(tmp_path, [{"kind": "urls", "domain": "photo",
                                             "urls": [f"{good}/private/a.png", f"{good}/public/b.png", f"{broken}/c.png"]}])  # fmt: skip
-        manifest = crawl(sources, tmp_path / "raw", CrawlParams(**FAST, retries=1))
+        manifest = crawl(sources, tmp_path / "raw", CrawlParams(**LOCAL_SERVER, retries=1))
     reasons = dict(zip(manifest.origin.map(lambda origin: origin.rsplit("/", 1)[1]), manifest.reason))
     assert reasons == {"a.png": "disallowed by robots.txt", "b.png": "", "c.png": "robots.txt unreachable"}
     assert hits["broken /robots.txt"] == 2 and hits["broken /c.png"] == 0  # retried, then nothing fetched

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -13,9 +20,12 @@ from cartoon.data.store import (
     open_images,
     read_store,
     row_chunks,
+    staged_path,
     write_store,
 )
 from cartoon.errors import RuntimeFailure, UsageError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def noise(count: int, height: int = 6, width: int = 5, seed: int = 0) -> np.ndarray:
@@ -56,6 +66,60 @@ def test_failure_while_writing_leaves_the_previous_store_and_no_temp_file(tmp_pa
     assert read_store(tmp_path / "set.npy").names == ["old"]
     assert np.array_equal(read_store(tmp_path / "set.npy").pixels, noise(1, seed=1))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set.names.txt", "set.npy"]
+
+
+#: Replaces a store with three new images and is killed (SIGKILL, no clean-up of any kind) when it
+#: is about to make rename number argv[2]; past its last rename it finishes normally.
+KILLED_WRITER = """
+import os, signal, sys
+import numpy as np
+from cartoon.data.store import write_store
+
+path, kill_at = sys.argv[1], int(sys.argv[2])
+real_replace, renames = os.replace, []
+
+def replace(source, target):
+    if len(renames) == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(source, target)
+    renames.append(target)
+
+os.replace = replace
+write_store(path, ["new-0", "new-1", "new-2"], np.full((3, 4, 4, 3), 2, np.uint8))
+"""
+OLD = (["old-0", "old-1", "old-2"], 1)
+NEW = (["new-0", "new-1", "new-2"], 2)
+RENAMES = 4  # pixels staged, names staged (the commit point), pixels and names into place
+
+
+@pytest.mark.parametrize(("kill_at", "expected"), [(0, OLD), (1, OLD), (2, NEW), (3, NEW), (RENAMES, NEW)])
+def test_a_writer_killed_at_any_rename_leaves_the_old_store_or_the_new(tmp_path, kill_at, expected):
+    """Old and new stores have as many rows, so only the design (not the row count check) can
+    keep old names from being read beside new pixels."""
+    path = tmp_path / "set.npy"
+    write_store(path, OLD[0], np.full((3, 4, 4, 3), OLD[1], np.uint8))
+    run = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(path), str(kill_at)], cwd=REPO, capture_output=True)
+    assert run.returncode == (0 if kill_at == RENAMES else -signal.SIGKILL), run.stderr.decode()
+
+    store = read_store(path)
+    assert (store.names, np.unique(store.pixels).tolist()) == (expected[0], [expected[1]])
+    with StoreWriter(path, 1, 4, 4):  # the next writer settles what the killed one left, committing or not
+        pass
+    assert not staged_path(path).exists() and not staged_path(names_path(path)).exists()
+    store = read_store(path)
+    assert (store.names, np.unique(store.pixels).tolist()) == (expected[0], [expected[1]])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_store_files_get_the_mode_of_any_new_file(tmp_path, umask):
+    """Not mkstemp's 0600: a stage's outputs must be readable by the others who share the data."""
+    previous = os.umask(umask)
+    try:
+        write_store(tmp_path / "set.npy", ["a"], noise(1))
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "set.npy", tmp_path / "set.names.txt"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
 
 
 def test_failure_before_any_store_leaves_nothing(tmp_path):

@@ -12,8 +12,9 @@ from safetensors.torch import load_file
 from cartoon.data.imageio import write_png
 from cartoon.data.store import read_store, write_store
 from cartoon.errors import RuntimeFailure
+from cartoon.methods import load_run_params
 from cartoon.methods.cartoongan import CartoonGAN
-from cartoon.params import load_params
+from cartoon import training
 from cartoon.training import PhaseOutputs, data_digest, load_image_set, run_phase
 from tests.conftest import write_params
 
@@ -34,7 +35,7 @@ def _pretrain(root, params):
 
 
 def test_pretrain_then_train_writes_outputs_and_tracks(project):
-    params = load_params("params.yaml")
+    params = load_run_params("params.yaml")
     init = _pretrain(project, params)
     metrics = run_phase("train", params, _data(project), _outputs(project, "train"), init)
 
@@ -84,7 +85,7 @@ def _kill(batch):
 
 
 def test_interrupted_training_resumes_to_the_same_result(project, monkeypatch):
-    params = load_params("params.yaml")
+    params = load_run_params("params.yaml")
     init = _pretrain(project, params)
     reference = run_phase("train", params, _data(project), _outputs(project, "train", "-ref"), init)
 
@@ -103,8 +104,27 @@ def test_interrupted_training_resumes_to_the_same_result(project, monkeypatch):
     assert json.loads((project / "reports/train/mlflow_run.json").read_text())["run_id"] == saved["run_id"]
 
 
+def test_checkpoints_carry_the_cuda_rng_state_and_a_resume_restores_it(project, monkeypatch):
+    """A resumed GPU run continues the killed run's CUDA random stream (faked here: no GPU needed)."""
+    write_params(project / "params.yaml", pretrain={"device": "cpu"})
+    params = load_run_params("params.yaml")
+    cuda_state = [torch.arange(16, dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(training, "_cuda_rng", lambda: cuda_state)
+    monkeypatch.setattr(training, "_restore_cuda_rng", restored.append)
+    with monkeypatch.context() as patch:
+        _patch_step(patch, 2, _kill)
+        with pytest.raises(Killed):
+            run_phase("pretrain", params, _data(project), _outputs(project, "pretrain"))
+    saved = torch.load(project / "ckpt/pretrain.pt", weights_only=True)
+    assert torch.equal(saved["cuda_rng"][0], cuda_state[0])
+
+    run_phase("pretrain", params, _data(project), _outputs(project, "pretrain"))
+    assert len(restored) == 1 and torch.equal(restored[0][0], cuda_state[0])
+
+
 def test_changed_params_do_not_resume_a_stale_checkpoint(project, monkeypatch):
-    params = load_params("params.yaml")
+    params = load_run_params("params.yaml")
     with monkeypatch.context() as patch:
         _patch_step(patch, 2, _kill)
         with pytest.raises(Killed):
@@ -113,13 +133,13 @@ def test_changed_params_do_not_resume_a_stale_checkpoint(project, monkeypatch):
 
     write_params(project / "params.yaml", cartoongan={"generator": {"width": 4, "n_blocks": 1, "upsample": "resize"},
                                                       "pretrain": {"lr": 1e-3}})
-    run_phase("pretrain", load_params("params.yaml"), _data(project), _outputs(project, "pretrain"))
+    run_phase("pretrain", load_run_params("params.yaml"), _data(project), _outputs(project, "pretrain"))
     record = json.loads((project / "reports/pretrain/mlflow_run.json").read_text())
     assert record["run_id"] != old_run  # a fresh run, not a continuation of the other params' run
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(project, monkeypatch):
-    params = load_params("params.yaml")
+    params = load_run_params("params.yaml")
     _patch_step(monkeypatch, 2, lambda batch: {k: torch.full_like(v, float("nan")) for k, v in batch.items()})
     with pytest.raises(RuntimeFailure, match="step 2.*last good checkpoint"):
         run_phase("pretrain", params, _data(project), _outputs(project, "pretrain"))
@@ -167,7 +187,7 @@ def test_face_batches_every_nth_batch_and_epochs_still_see_every_photo(project, 
     write_params(project / "params.yaml", model={"name": "whitebox"},
                  train={"epochs": 2, "batch_size": 1, "face_every": 3, "sample_every": 100})  # fmt: skip
     seen = _record_batches(monkeypatch)
-    metrics = run_phase("train", load_params("params.yaml"), data, _outputs(project, "train"))
+    metrics = run_phase("train", load_run_params("params.yaml"), data, _outputs(project, "train"))
     value = lambda batch: round((batch["photo"] + 1) * 127.5)  # noqa: E731
     kinds = ["face" if value(batch) >= 200 else "scene" for batch in seen]
     assert metrics["steps"] == len(seen) == 16 + 7  # 2 epochs of 8 photos, a face batch after every 2
@@ -203,7 +223,7 @@ def test_empty_face_sets_train_on_scenery_and_say_so(project, monkeypatch, capsy
             "face_photo": no_faces, "face_cartoon": no_faces}  # fmt: skip
     write_params(project / "params.yaml", model={"name": "whitebox"}, train={"epochs": 1, "batch_size": 1, "face_every": 2})
     seen = _record_batches(monkeypatch)
-    run_phase("train", load_params("params.yaml"), data, _outputs(project, "train"))
+    run_phase("train", load_run_params("params.yaml"), data, _outputs(project, "train"))
     assert len(seen) == 4 and all(batch["photo"] == round(10 / 127.5 - 1, 3) for batch in seen)
     assert "face sets are empty" in capsys.readouterr().err
 
@@ -232,7 +252,7 @@ def test_folder_and_store_of_the_same_images_train_alike(project):
         old_style.update(torch.from_numpy(np.array(stores[name].pixels)).permute(0, 3, 1, 2).contiguous().numpy().tobytes())
     assert data_digest(stores) == old_style.hexdigest()
 
-    params = load_params("params.yaml")
+    params = load_run_params("params.yaml")
     run_phase("pretrain", params, _data(project), _outputs(project, "pretrain", "-store"))
     run_phase("pretrain", params, folders, _outputs(project, "pretrain", "-folder"))
     a = load_file(project / "models-store/pretrain/generator.safetensors")

@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from cartoon.guided_filter import box_mean, guided_filter
-from cartoon.methods import available_methods, get_method
+from cartoon.methods import (
+    available_methods,
+    get_method,
+    load_run_params,
+    method_params,
+)
 from cartoon.methods.base import count_parameters
 from cartoon.methods.whitebox import (
     GRAY_RANGES,
@@ -21,7 +26,7 @@ from cartoon.methods.whitebox import (
     to_gray,
     tv_loss,
 )
-from cartoon.params import VggParams, load_params
+from cartoon.params import VggParams
 from cartoon.vgg import RandomWeightsWarning, load_vgg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,9 +49,9 @@ def test_paper_parameter_counts():
 
 
 def test_paper_profile_is_valid_and_at_paper_settings():
-    params = load_params(ROOT / "pipeline/profiles/whitebox-paper-gpu.yaml")
+    params = load_run_params(ROOT / "pipeline/profiles/whitebox-paper-gpu.yaml")
     assert params.model.name == "whitebox"
-    assert params.method_params() == WhiteBoxParams()  # the profile spells out the defaults, which are the paper's
+    assert method_params(params) == WhiteBoxParams()  # the profile spells out the defaults, which are the paper's
     assert params.train.batch_size == 16 and params.resize.size == 256
 
 

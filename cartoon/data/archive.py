@@ -32,6 +32,12 @@ _MAX_NAME_CHARS = 1024
 _DRIVE = re.compile(r"[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+#: The zip records read before zipfile is let near an archive (APPNOTE 4.3.12-4.3.16).
+_END = struct.Struct("<4s4H2LH")  # signature, disks, entries on this disk, entries, directory size, offset, comment length
+_END64_LOCATOR = struct.Struct("<4sLQL")
+_END64 = struct.Struct("<4sQ2H2L4Q")  # ..., entries on this disk, entries, directory size, offset
+_CENTRAL_HEADER_SIZE = 46  # then the name, extra field and comment, whose lengths sit at offset 28
+_END_SEARCH = (1 << 16) + _END.size  # how far from the end zipfile looks for the end record
 _TAR_COMPRESSIONS: dict[bytes, tuple[str, Callable[[IO[bytes]], IO[bytes]]]] = {
     b"\x1f\x8b": ("gzip", gzip.open),
     b"BZh": ("bzip2", bz2.open),
@@ -106,10 +112,12 @@ def iter_members(path: Path, *, max_member_bytes: int, max_total_bytes: int, max
 
     The format comes from the content, not the suffix. Directories are skipped; every other refused
     entry is a Member with a reason and reading goes on. ``max_members`` counts every entry,
-    directories included (each costs parsing); past it one ``ARCHIVE_ROW`` Member ends the
-    iteration. ``max_total_bytes`` bounds decompression: in a zip it counts the bytes read from
-    members, and once past it every later member is refused unread; a tar is one stream, so there it
-    counts the stream (headers and passed-over members too) and reading stops where it would go past.
+    directories included (each costs parsing): a zip with more is refused whole (ArchiveError)
+    before zipfile parses its central directory; a tar is read as a stream, so past the limit one
+    ``ARCHIVE_ROW`` Member ends the iteration. ``max_total_bytes`` bounds decompression: in a zip
+    it counts the bytes read from members, and once past it every later member is refused unread;
+    a tar is one stream, so there it counts the stream (headers and passed-over members too) and
+    reading stops where it would go past.
     """
     limits = _Limits(max_member_bytes, max_total_bytes, max_members)
     try:
@@ -130,15 +138,14 @@ def iter_members(path: Path, *, max_member_bytes: int, max_total_bytes: int, max
 
 def _zip_members(file: IO[bytes], limits: _Limits) -> Iterator[Member]:
     try:
+        if _zip_entries_over(file, limits.count):
+            raise ArchiveError(f"more than {limits.count} members")
         archive = zipfile.ZipFile(file)
     except _CORRUPT as exc:
         raise ArchiveError(f"corrupt zip ({_describe(exc)})") from None
     total = 0
     with archive:
-        for count, info in enumerate(archive.infolist(), start=1):
-            if count > limits.count:
-                yield Member(ARCHIVE_ROW, None, f"member limit reached ({limits.count})")
-                return
+        for info in archive.infolist():
             mode = info.external_attr >> 16
             if info.filename.endswith("/") or stat.S_ISDIR(mode):  # ZipInfo.is_dir() fails on an empty name
                 continue
@@ -153,6 +160,60 @@ def _zip_members(file: IO[bytes], limits: _Limits) -> Iterator[Member]:
             data, size, reason = _read_at_most(lambda info=info: archive.open(info), budget + 1)
             total += size
             yield _judged(name, data, reason, budget, limits)
+
+
+def _zip_entries_over(file: IO[bytes], cap: int) -> bool:
+    """Whether the zip has more than ``cap`` entries, found without zipfile, which would first
+    parse its whole central directory (a ZipInfo per entry, whatever their number).
+
+    The count the end record declares is checked first. It can lie, and zipfile parses entries
+    until the directory's declared size is used up, so the entries are then counted the same way,
+    stopping past ``cap``. An archive whose records are missing is left to zipfile to refuse.
+    """
+    found = _zip_directory(file)
+    if found is None:
+        return False
+    entries, start, size = found
+    if entries > cap:
+        return True
+    used = count = 0
+    while used < size and count <= cap:
+        file.seek(start + used)
+        header = file.read(_CENTRAL_HEADER_SIZE)
+        if len(header) < _CENTRAL_HEADER_SIZE or not header.startswith(b"PK\x01\x02"):
+            break  # zipfile stops here too, refusing the archive
+        used += _CENTRAL_HEADER_SIZE + sum(struct.unpack_from("<3H", header, 28))
+        count += 1
+    return count > cap
+
+
+def _zip_directory(file: IO[bytes]) -> tuple[int, int, int] | None:
+    """(declared entries, start, size) of the central directory, from the end record and the
+    zip64 one if it is there, each looked for where zipfile looks: the end record at the very end,
+    else the last one in the final 64 KiB (a comment may follow it); the zip64 record right before
+    it, behind its locator. The directory ends where those records begin."""
+    file.seek(0, 2)
+    tail_start = max(0, file.tell() - _END_SEARCH)
+    file.seek(tail_start)
+    tail = file.read()
+    if tail[-_END.size :].startswith(b"PK\x05\x06") and tail.endswith(b"\0\0"):
+        end_at = len(tail) - _END.size
+    else:
+        end_at = tail.rfind(b"PK\x05\x06")
+    if end_at < 0 or len(tail) - end_at < _END.size:
+        return None
+    _, _, _, _, entries, size, _, _ = _END.unpack_from(tail, end_at)
+    directory_end = tail_start + end_at
+    zip64_at = directory_end - _END64_LOCATOR.size - _END64.size
+    if zip64_at >= 0:
+        file.seek(zip64_at)
+        records = file.read(_END64.size + _END64_LOCATOR.size)
+        if records.startswith(b"PK\x06\x06") and records[_END64.size :].startswith(b"PK\x06\x07"):
+            _, _, _, _, _, _, _, entries, size, _ = _END64.unpack_from(records)
+            directory_end = zip64_at
+    if directory_end < size:
+        return None  # a directory before the file's start: zipfile calls it a bad offset
+    return entries, directory_end - size, size
 
 
 def _zip_refusal(info: zipfile.ZipInfo, mode: int) -> str:

@@ -2,9 +2,11 @@
 
 Every request names the project in its User-Agent, honours robots.txt (RFC 9309: a 4xx robots
 file allows everything, an unreachable one disallows everything), waits ``host_delay_s`` between
-requests to one host and keeps at most ``per_host`` of them in flight. A response is checked for
-its content type and capped at ``max_bytes`` while it streams (Content-Length is only a hint),
-and a watchdog ends any attempt after ATTEMPT_BUDGET_FACTOR * ``timeout_s``. Bodies go to a
+requests to one host and keeps at most ``per_host`` of them in flight. Unless ``allow_private``,
+a request (start URL, redirect hop, gallery link, robots.txt) goes only to a host whose every
+address is public, and connects to exactly the addresses that were checked. A response is
+checked for its content type and capped at ``max_bytes`` while it streams (Content-Length is only
+a hint), and a watchdog ends any attempt after ATTEMPT_BUDGET_FACTOR * ``timeout_s``. Bodies go to a
 content-addressed cache folder with their ETag / Last-Modified, so a re-crawl asks "changed?"
 (a 304 costs no body) and a crawl that was interrupted skips what it already fetched.
 """
@@ -13,14 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import ipaddress
 import json
 import os
 import socket
 import ssl
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import Literal
 from urllib.parse import quote, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
-from cartoon.data.imageio import write_atomic
+from cartoon.data.imageio import create_temp, write_atomic
 from cartoon.params import CrawlParams
 
 USER_AGENT = "cartoon-pipeline/0.1 (photo-to-cartoon dataset crawler; honours robots.txt)"
@@ -38,7 +40,6 @@ MAX_REDIRECTS = 5
 #: body together), so a server that keeps sending a byte now and then is still cut off.
 ATTEMPT_BUDGET_FACTOR = 5
 ROBOTS_MAX_BYTES = 512 * 1024
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
 
@@ -59,6 +60,37 @@ def _acceptable(accept: Accept, content_type: str) -> bool:
     if accept == "archive":
         return content_type.startswith("application/") or content_type == ""
     return True
+
+
+def _retryable(status: int) -> bool:
+    """429 (slow down) and every 5xx (the server's trouble, often passing) are worth another try."""
+    return status == 429 or 500 <= status < 600
+
+
+def is_public_address(address: str) -> bool:
+    """Whether ``address`` is a globally reachable unicast address. An IPv4-mapped IPv6 address
+    (``::ffff:127.0.0.1``) is judged by the IPv4 address it leads to."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    non_public = ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified or ip.is_reserved or ip.is_multicast
+    return ip.is_global and not non_public
+
+
+def _connect_to(addresses: list[str]) -> Callable[..., socket.socket]:
+    """A stand-in for ``socket.create_connection`` (http.client's hook for opening its socket)
+    that connects only to ``addresses``, in order, so that a DNS answer that changes after the
+    check (rebinding) is never used."""
+
+    def connect(address: tuple[str, int], timeout: float, source_address: tuple[str, int] | None = None) -> socket.socket:
+        for ip in addresses[:-1]:
+            try:
+                return socket.create_connection((ip, address[1]), timeout, source_address)
+            except OSError:
+                continue  # the next address may answer
+        return socket.create_connection((addresses[-1], address[1]), timeout, source_address)
+
+    return connect
 
 
 class Rejected(Exception):
@@ -181,7 +213,7 @@ class HttpCache:
         return self.folder / "blobs" / sha256
 
     def temp_file(self) -> tuple[int, str]:
-        return tempfile.mkstemp(dir=self.folder / "blobs", suffix=".part")
+        return create_temp(self.folder / "blobs", suffix=".part")
 
     def store(self, url: str, final_url: str, temp: str, sha256: str, headers: dict[str, str]) -> Path:
         blob = self.blob(sha256)
@@ -255,8 +287,9 @@ class HttpClient:
     def fetch(self, url: str, accept: Accept, max_bytes: int | None = None) -> Fetched:
         """GET ``url`` into the cache (or reuse it); raises Rejected with a reason.
 
-        Connection errors, timeouts, 429 and 5xx are retried (``retries`` times, waiting
-        ``backoff_s``, then twice that, ...); other 4xx and content problems are not.
+        Connection errors, timeouts, 429 and every 5xx are retried (``retries`` times, waiting
+        ``backoff_s``, then twice that, ...); other 4xx, content problems and private addresses
+        are not.
         """
         max_bytes = max_bytes or self.params.max_bytes
         cached = self.cache.lookup(url)
@@ -277,9 +310,9 @@ class HttpClient:
             raise Rejected("cancelled")
 
     def _fetch_once(self, url: str, accept: Accept, max_bytes: int, cached: dict | None) -> Fetched:
-        """One attempt, following at most MAX_REDIRECTS redirects (each checked against robots.txt).
-        The cached validators go with the request for the URL they were served for, which after
-        a redirect is the final one."""
+        """One attempt, following at most MAX_REDIRECTS redirects (each hop checked for a private
+        address, then against robots.txt). The cached validators go with the request for the URL
+        they were served for, which after a redirect is the final one."""
         current = url
         for _ in range(MAX_REDIRECTS + 1):
             try:
@@ -292,6 +325,7 @@ class HttpClient:
                 check_url(current)
             except ValueError:
                 raise Rejected("invalid url") from None
+            self._addresses(current)  # _request checks too; first here, so the reason is not robots.txt's
             refusal = self.robots_refusal(current)
             if refusal:
                 raise Rejected(refusal)
@@ -315,8 +349,28 @@ class HttpClient:
                 temp, sha = body_file
                 path = self.cache.store(url, current, temp, sha, headers)
                 return Fetched(path, current, headers.get("content_type", ""), False)
-            raise Rejected(f"http {status}", retryable=status in _RETRY_STATUSES)
+            raise Rejected(f"http {status}", retryable=_retryable(status))
         raise Rejected("too many redirects")
+
+    def _addresses(self, url: str) -> list[str] | None:
+        """The addresses a request for ``url`` may connect to, all of them public, or None (any)
+        with ``allow_private``. Every address counts, not just the first: a host that lists a
+        public address beside a private one could be reached at either."""
+        if self.params.allow_private:
+            return None
+        parts = urlsplit(_wire_url(url))
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            found = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+        except UnicodeError:
+            raise Rejected("invalid url") from None
+        except OSError as exc:
+            raise Rejected(f"connection error ({type(exc).__name__})", retryable=True) from None
+        addresses = list(dict.fromkeys(info[4][0] for info in found))
+        for address in addresses:
+            if not is_public_address(address):
+                raise Rejected(f"private address: {address}")
+        return addresses
 
     def _request(self, url: str, accept: Accept, max_bytes: int, extra: dict[str, str], to_file: bool = False):
         """(status, Location, body, headers) of one GET. The body (2xx only) is bytes, or with
@@ -330,11 +384,14 @@ class HttpClient:
         parts = urlsplit(_wire_url(url))
         if self.cancelled.is_set():
             raise Rejected("cancelled")
+        addresses = self._addresses(url)
         connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         context = {"context": ssl.create_default_context()} if parts.scheme == "https" else {}
         with self.gate.enter(parts.netloc):
             deadline = time.monotonic() + ATTEMPT_BUDGET_FACTOR * self.params.timeout_s
             conn = connection_type(parts.hostname, parts.port, timeout=self.params.timeout_s, **context)
+            if addresses is not None:  # the Host header and TLS still name the host; only the socket is pinned
+                conn._create_connection = _connect_to(addresses)
             expired = threading.Event()
 
             def cut_off() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
 import threading
 import warnings
 from io import BytesIO
@@ -36,11 +36,22 @@ def write_png(path: Path | str, rgb: np.ndarray) -> None:
     write_atomic(path, buf.tobytes())
 
 
+def create_temp(folder: Path | str, prefix: str = "", suffix: str = ".tmp") -> tuple[int, str]:
+    """Create a new, empty file with a random name in ``folder``: (open descriptor, path).
+
+    Unlike ``tempfile.mkstemp``, whose files are mode 0600, the file gets the mode any new file
+    gets (0666 less the umask, 0644 as a rule): the temp file is renamed into a stage output,
+    which the other users of a shared data folder must be able to read.
+    """
+    path = os.path.join(folder, f"{prefix}{secrets.token_hex(8)}{suffix}")
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), path
+
+
 def write_atomic(path: Path | str, data: bytes) -> None:
     """Write bytes to a temp file beside ``path``, then rename it: a kill never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = create_temp(path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

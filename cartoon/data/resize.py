@@ -28,13 +28,13 @@ from cartoon.params import ResizeParams
 from cartoon.progress import console, progress
 
 MANIFEST_COLUMNS = [
-    "item_id", "domain", "split", "sha256", "source", "origin",
+    "item_id", "domain", "split", "sha256", "source", "origin", "licence",
     "width", "height", "status", "reason", "path", "row",
 ]  # fmt: skip
 DOMAINS = ("photo", "cartoon")  # both needed for training
 FACE_DOMAINS = ("face_photo", "face_cartoon")  # optional
 SETS = (("photo", "train"), ("photo", "test"), ("cartoon", "train"), ("face_photo", "train"), ("face_cartoon", "train"))
-_NEEDED = ("item_id", "domain", "sha256", "source", "origin", "status", "path")
+_NEEDED = ("item_id", "domain", "sha256", "source", "origin", "licence", "status", "path")
 
 
 def source_photograph(origin: str) -> str:
@@ -142,7 +142,7 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
     crawled = _read_crawl_manifest(raw_dir)
     usable = crawled[(crawled.status == "ok") & crawled.domain.isin(DOMAINS + FACE_DOMAINS)]
     rows = [
-        {column: row[column] for column in ("item_id", "domain", "sha256", "source", "origin", "path")}
+        {column: row[column] for column in ("item_id", "domain", "sha256", "source", "origin", "licence", "path")}
         | {"width": None, "height": None, "status": "ok", "reason": ""}
         for row in usable.to_dict("records")
     ]

@@ -4,15 +4,15 @@ At 100k images DVC slows down on many small files and training spends its time d
 JPEG/PNG. A store is two files however many images it holds: ``<set>.npy`` (C-order pixels,
 memory-mapped and indexed by training without decoding or loading it whole) and
 ``<set>.names.txt`` (one name per line, row by row). The resize manifest stays the index of
-record: it names each item's store and row. A store is written to temp files beside the target
-and renamed into place, so a failed stage leaves the previous store or none, never half of one.
-Wherever a set is read, a folder of image files is accepted too, for sets people pass by hand.
+record: it names each item's store and row. The two files are replaced as one unit, so a stage
+that fails or is killed at any point leaves the previous store (or none) or the new one, never
+half of one nor old names beside new pixels (see ``StoreWriter.commit``). Wherever a set is read,
+a folder of image files is accepted too, for sets people pass by hand.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +21,7 @@ from types import TracebackType
 
 import numpy as np
 
-from cartoon.data.imageio import list_images, read_rgb, write_atomic
+from cartoon.data.imageio import create_temp, list_images, read_rgb, write_atomic
 from cartoon.errors import RuntimeFailure, UsageError
 from cartoon.progress import progress
 
@@ -48,6 +48,35 @@ def names_path(path: Path) -> Path:
     return Path(path).with_suffix(NAMES_SUFFIX)
 
 
+def staged_path(path: Path) -> Path:
+    """Where a commit puts a store file before it takes its place: ``photo/.train.npy.staged``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.staged")
+
+
+def _store_files(path: Path) -> tuple[Path, Path]:
+    """The (pixels, names) files that hold the store now. Staged names mean a writer was stopped
+    after its commit point: the new store is then the staged files and, for any already renamed,
+    the store's own (see ``StoreWriter.commit``)."""
+    names = names_path(path)
+    if not staged_path(names).is_file():
+        return path, names
+    pixels = staged_path(path)
+    return (pixels if pixels.is_file() else path), staged_path(names)
+
+
+def _settle(path: Path) -> None:
+    """Finish a commit that was stopped after its commit point (rename the staged files into
+    place), or drop one stopped before it (its staged pixels)."""
+    pixels, names = staged_path(path), staged_path(names_path(path))
+    if names.is_file():
+        if pixels.is_file():
+            os.replace(pixels, path)
+        os.replace(names, names_path(path))
+    else:
+        pixels.unlink(missing_ok=True)
+
+
 def row_chunks(pixels: np.ndarray, max_bytes: int = COPY_CHUNK_BYTES) -> Iterator[slice]:
     """Slices of whole rows of at most ``max_bytes`` (at least one row each)."""
     row_bytes = max(1, int(np.prod(pixels.shape[1:])) * pixels.itemsize)
@@ -64,21 +93,22 @@ def read_store(path: Path, label: str = "image") -> Images:
     """Memory-map a store read-only, after checking it: a missing store is a UsageError, one that
     is unreadable, of the wrong shape or type, or without matching names a RuntimeFailure."""
     path = Path(path)
-    if not path.is_file():
+    pixels_file, side = _store_files(path)
+    if not pixels_file.is_file():
         raise UsageError(f"{label} store not found: {path}")
     try:
-        with path.open("rb") as handle:
+        with pixels_file.open("rb") as handle:
             np.lib.format.read_magic(handle)  # np.load would take any other file for a pickle
-        pixels = np.load(path, mmap_mode="r", allow_pickle=False)
+        pixels = np.load(pixels_file, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise _broken(path, f"is unreadable ({exc})") from None
     if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[3] != 3 or 0 in pixels.shape[1:3]:
         raise _broken(path, f"holds {pixels.dtype} of shape {pixels.shape}, not uint8 N x H x W x 3")
     if not pixels.flags.c_contiguous:
         raise _broken(path, "is in Fortran order, not row by row")
-    if pixels.offset + pixels.nbytes != path.stat().st_size:
-        raise _broken(path, f"is {path.stat().st_size - pixels.offset - pixels.nbytes} bytes longer than its header says")
-    side = names_path(path)
+    extra = pixels_file.stat().st_size - pixels.offset - pixels.nbytes
+    if extra:
+        raise _broken(path, f"is {extra} bytes longer than its header says")
     try:
         names = side.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -113,14 +143,16 @@ def open_images(path: Path, label: str = "image") -> Images:
 class StoreWriter:
     """A new store of ``count`` images of ``height`` x ``width``, filled through ``pixels`` (a
     writable memmap of a temp file beside ``path``) and published by ``commit``. Leaving the
-    ``with`` block without committing (an error, a kill) removes the temp file: no partial store."""
+    ``with`` block without committing (an error) removes the temp file: no partial store. A
+    commit that an earlier writer left unfinished (a kill) is settled first."""
 
     def __init__(self, path: Path, count: int, height: int, width: int) -> None:
         self.path = Path(path)
         if not is_store(self.path):
             raise UsageError(f"an image store's file name must end in {STORE_SUFFIX}: {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        _settle(self.path)
+        fd, tmp = create_temp(self.path.parent, prefix=f".{self.path.name}.")
         os.close(fd)
         self._tmp = Path(tmp)
         try:
@@ -136,17 +168,23 @@ class StoreWriter:
         self._tmp.unlink(missing_ok=True)  # gone already when committed
 
     def commit(self, names: Sequence[str]) -> None:
-        """Publish the pixels with one name per row. Names are written first: a kill between the
-        two renames fails the stage (DVC then re-runs it) and the row count check on reading
-        catches a mismatch."""
+        """Publish the pixels with one name per row, both files as one unit.
+
+        Two renames cannot happen at once, so the new files are first staged under fixed names:
+        the pixels, then the names, whose arrival is the commit point. Only then do both take
+        their places. A kill before the commit point leaves the old store (readers ignore staged
+        pixels alone); after it, readers take the staged files that are left as the new store,
+        and the next writer of the store finishes the renames.
+        """
         if len(names) != len(self.pixels):
             raise ValueError(f"{len(names)} names for {len(self.pixels)} images")
         bad = [name for name in names if name.splitlines() != [name]]
         if bad:
             raise ValueError(f"image names must be single non-empty lines, got {bad[:3]}")
         self.pixels.flush()
-        write_atomic(names_path(self.path), "".join(f"{name}\n" for name in names).encode())
-        os.replace(self._tmp, self.path)
+        os.replace(self._tmp, staged_path(self.path))
+        write_atomic(staged_path(names_path(self.path)), "".join(f"{name}\n" for name in names).encode())
+        _settle(self.path)
 
 
 def write_store(path: Path, names: Sequence[str], pixels: np.ndarray, rows: Sequence[int] | None = None) -> None:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
+from typing import Any
 
 from cartoon.errors import UsageError
-from cartoon.methods.base import Method
+from cartoon.methods.base import Method, MethodParams
+from cartoon.params import Params, flatten, load_params, validate
 
 _REGISTRY: dict[str, type[Method]] = {}
 _LOADED = False
@@ -43,3 +46,35 @@ def get_method(name: str) -> type[Method]:
     if name not in methods:
         raise UsageError(f"unknown method {name!r} (known: {', '.join(methods)})")
     return methods[name]
+
+
+def method_params(params: Params, name: str | None = None) -> MethodParams:
+    """The validated section of a method (the selected one by default)."""
+    name = name or params.model.name
+    raw = (params.model_extra or {}).get(name) or {}
+    return validate(get_method(name).Params, raw, prefix=f"{name}.")
+
+
+def flat_params(params: Params) -> dict[str, Any]:
+    """Dotted key -> value for MLflow: the shared sections plus the selected method's."""
+    data = {key: getattr(params, key).model_dump() for key in type(params).model_fields}
+    data[params.model.name] = method_params(params).model_dump()
+    return dict(flatten(data))
+
+
+def load_run_params(path: Path | str = "params.yaml") -> Params:
+    """``load_params`` plus the method sections: every extra top-level section must name a
+    registered method and validate against its schema, and ``model.name`` must be one."""
+    params = load_params(path)
+    known = available_methods()
+    for key in params.model_extra or {}:
+        if key not in known:
+            raise UsageError(
+                f"invalid params: {key}: unknown section (sections: {', '.join(sorted(Params.model_fields))}; "
+                f"method sections: {', '.join(known)})"
+            )
+    if params.model.name not in known:
+        raise UsageError(f"invalid params: model.name: unknown method {params.model.name!r} (known: {', '.join(known)})")
+    for key in params.model_extra or {}:
+        method_params(params, key)
+    return params
