@@ -54,6 +54,9 @@ def test_pretrain_then_train_writes_outputs_and_tracks(project):
     assert run.data.params["cartoongan.train.content_weight"] == "10.0"
     history = mlflow.MlflowClient().get_metric_history(record["run_id"], "loss/g_total")
     assert [m.step for m in history] == [1, 2, 3, 4]
+    written = json.loads((project / "reports/train/metrics.json").read_text())
+    assert "seconds" not in written and "images_per_second" not in written  # a rerun must compare equal
+    assert json.loads((project / "reports/train/timing.json").read_text())["seconds"] > 0
     csv_lines = (project / "reports/train/losses.csv").read_text().splitlines()
     assert csv_lines[0].startswith("step,") and len(csv_lines) == 5
 
