@@ -29,7 +29,7 @@ from cartoon.data.builtin import builtin_items  # noqa: E402
 from cartoon.data.imageio import read_rgb  # noqa: E402
 from cartoon.data.resize import resize  # noqa: E402
 from cartoon.params import load_params  # noqa: E402
-from cartoon.training import ImageSet, load_image_set  # noqa: E402
+from cartoon.batches import ImageSet, load_image_set  # noqa: E402
 
 BATCH = 16
 

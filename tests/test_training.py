@@ -14,8 +14,9 @@ from cartoon.data.store import read_store, write_store
 from cartoon.errors import RuntimeFailure
 from cartoon.methods import load_run_params
 from cartoon.methods.cartoongan import CartoonGAN
-from cartoon import training
-from cartoon.training import PhaseOutputs, data_digest, load_image_set, run_phase
+from cartoon import checkpoints
+from cartoon.batches import data_digest, load_image_set
+from cartoon.training import PhaseOutputs, run_phase
 from tests.conftest import write_params
 
 pytestmark = pytest.mark.filterwarnings("ignore::cartoon.vgg.RandomWeightsWarning")
@@ -113,8 +114,8 @@ def test_checkpoints_carry_the_cuda_rng_state_and_a_resume_restores_it(project, 
     params = load_run_params("params.yaml")
     cuda_state = [torch.arange(16, dtype=torch.uint8)]
     restored = []
-    monkeypatch.setattr(training, "_cuda_rng", lambda: cuda_state)
-    monkeypatch.setattr(training, "_restore_cuda_rng", restored.append)
+    monkeypatch.setattr(checkpoints, "_cuda_rng", lambda: cuda_state)
+    monkeypatch.setattr(checkpoints, "_restore_cuda_rng", restored.append)
     with monkeypatch.context() as patch:
         _patch_step(patch, 2, _kill)
         with pytest.raises(Killed):

@@ -1,0 +1,169 @@
+"""The batch source: which images each global step of a phase trains on.
+
+Batches depend on (seed, epoch, step) alone, never on what ran before, so a resumed run draws
+exactly the batches the killed run would have. Image sets stay memory-mapped; a batch reads
+only its rows. With faces (White-box), every ``face_every``-th step draws a face batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cartoon.data.store import Images, open_images, row_chunks
+from cartoon.errors import RuntimeFailure
+from cartoon.methods.base import Batch
+from cartoon.params import LoopParams
+from cartoon.progress import console, progress
+
+
+class ImageSet(Images):
+    """An image set a phase trains on; a store stays memory-mapped and only batches are read."""
+
+    def rows(self, index: torch.Tensor) -> np.ndarray:
+        """Rows ``index`` as uint8 N x H x W x 3, read in file order (each once) for locality,
+        then put back in the order asked for."""
+        unique, inverse = np.unique(index.numpy(), return_inverse=True)
+        return self.pixels[unique][inverse]
+
+    def batch(self, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Rows ``index`` as float N x 3 x H x W in [-1, 1]; only uint8 goes to the device."""
+        pixels = torch.from_numpy(self.rows(index)).permute(0, 3, 1, 2).contiguous()
+        return pixels.to(device).float().div_(127.5).sub_(1.0)
+
+
+def load_image_set(path: Path, label: str, allow_empty: bool = False) -> ImageSet | None:
+    """An image set from a store or a folder of same-size images; an empty set is an error unless
+    ``allow_empty`` (then None)."""
+    images = open_images(path, label)
+    if not images.names:
+        if allow_empty:
+            return None
+        raise RuntimeFailure(f"no images in {label} set {path}")
+    return ImageSet(images.names, images.pixels)
+
+
+def load_face_sets(data: dict[str, Path | None], needed: tuple[str, ...], every: int) -> dict[str, ImageSet]:
+    """``face_<set>`` for every set a phase needs, or {} when faces are off, not given or empty.
+
+    White-box (Wang and Yu 2020) mixes a face batch into the scenery batches; the resize stage
+    always writes the face stores, empty when sources.yaml has no face source. Turning faces
+    off is said out loud, never silent.
+    """
+    given = {name: data[f"face_{name}"] for name in needed if data.get(f"face_{name}") is not None}
+    if every == 0 or not given:
+        return {}
+    loaded = {name: load_image_set(path, f"face_{name}", allow_empty=True) for name, path in given.items()}
+    present = {name: image_set for name, image_set in loaded.items() if image_set is not None}
+    if not present:
+        console.print("faces: the face sets are empty; training on the other images only")
+        return {}
+    lacking = [f"face_{name}" for name in needed if name not in present]
+    if lacking:
+        console.print(f"faces: ignored, this phase also needs {', '.join(lacking)}, which has no images or was not given")
+        return {}
+    return {f"face_{name}": image_set for name, image_set in present.items()}
+
+
+def data_digest(sets: dict[str, ImageSet]) -> str:
+    """sha256 over the exact pixels and names of every image set a phase trains on.
+
+    Stores are read slice by slice, never whole. Pixels are hashed in the N x 3 x H x W order of
+    the tensors the networks see, the order of earlier runs, so their ``data.sha256`` tags compare.
+    """
+    digest = hashlib.sha256()
+    with progress() as bar:
+        task = bar.add_task("hash data", total=sum(len(image_set.names) for image_set in sets.values()), status="")
+        for name in sorted(sets):
+            digest.update(name.encode())
+            digest.update("\n".join(sets[name].names).encode())
+            for rows in row_chunks(sets[name].pixels):
+                digest.update(np.ascontiguousarray(sets[name].pixels[rows].transpose(0, 3, 1, 2)))
+                bar.update(task, advance=rows.stop - rows.start)
+    return digest.hexdigest()
+
+
+def _epoch_order(n: int, seed: int, epoch: int, salt: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7919 + salt)
+    return torch.randperm(n, generator=generator)
+
+
+@dataclass(frozen=True)
+class _Slot:
+    faces: bool  # a face batch
+    epoch: int  # the scenery epoch, or the pass over the face set
+    index: int  # the batch within it
+    epoch_done: bool  # this batch completes a scenery epoch
+
+
+def _slot(step: int, per_epoch: int, face_every: int, face_batches: int) -> _Slot:
+    """What global step ``step`` draws. With faces, every ``face_every``-th step is a face batch
+    (the cadence runs across epochs); the other steps walk through the scenery epochs in order,
+    so every epoch still sees all its photos. Depends on the step alone, so a resume redraws
+    exactly the batches the killed run would have."""
+    if face_every and (step + 1) % face_every == 0:
+        drawn = step // face_every  # face batches before this one
+        return _Slot(True, drawn // face_batches, drawn % face_batches, False)
+    scenery = step - (step // face_every if face_every else 0)
+    return _Slot(False, scenery // per_epoch, scenery % per_epoch, scenery % per_epoch == per_epoch - 1)
+
+
+def _total_steps(epochs: int, per_epoch: int, face_every: int) -> int:
+    """All scenery batches of all epochs, with the face batches that fall between them."""
+    scenery = epochs * per_epoch
+    return scenery + ((scenery - 1) // (face_every - 1) if face_every else 0)
+
+
+def _epoch_orders(
+    group: dict[str, ImageSet], prefix: str, style_sets: list[str], seed: int, epoch: int, salt: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Shuffles of one epoch for a group of sets (scenery, or faces with ``prefix`` face_): photos, and the style sets together."""
+    photo = _epoch_order(len(group[f"{prefix}photo"].names), seed, epoch, salt)
+    style = _epoch_order(len(group[prefix + style_sets[0]].names), seed, epoch, salt + 1) if style_sets else None
+    return photo, style
+
+
+class BatchSource:
+    """The batches of one phase: the photo set, the style sets drawn together with it (index
+    aligned, file by file), and optionally face sets that take every ``face_every``-th step."""
+
+    def __init__(self, sets: dict[str, ImageSet], faces: dict[str, ImageSet], loop: LoopParams, device: torch.device) -> None:
+        self.sets, self.faces, self.loop, self.device = sets, faces, loop, device
+        self.style_sets = [name for name in sets if name != "photo"]
+        for group in (self.style_sets, [f"face_{name}" for name in self.style_sets] if faces else []):
+            for name in group[1:]:
+                if (faces | sets)[name].names != (faces | sets)[group[0]].names:
+                    raise RuntimeFailure(f"image set {name} does not match {group[0]} file by file; re-run the stages making them")
+        self.steps_per_epoch = math.ceil(len(sets["photo"].names) / loop.batch_size)
+        if loop.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, loop.max_steps_per_epoch)
+        self.face_every = loop.face_every if faces else 0
+        self.face_batches = math.ceil(len(faces["face_photo"].names) / loop.batch_size) if faces else 0
+        self.total_steps = _total_steps(loop.epochs, self.steps_per_epoch, self.face_every)
+        self._orders: dict[str, tuple[int, tuple[torch.Tensor, torch.Tensor | None]]] = {}  # per kind: (epoch, shuffles)
+
+    @property
+    def face_images(self) -> int:
+        return len(self.faces["face_photo"].names) if self.faces else 0
+
+    def digest(self) -> str:
+        return data_digest(self.sets | self.faces)
+
+    def draw(self, step: int) -> tuple[Batch, bool]:
+        """The batch of global step ``step``, and whether it completes a scenery epoch."""
+        slot = _slot(step, self.steps_per_epoch, self.face_every, self.face_batches)
+        prefix, group, salt = ("face_", self.faces, 2) if slot.faces else ("", self.sets, 0)
+        if self._orders.get(prefix, (None,))[0] != slot.epoch:  # shuffles depend on (seed, epoch) only
+            self._orders[prefix] = (slot.epoch, _epoch_orders(group, prefix, self.style_sets, self.loop.seed, slot.epoch, salt))
+        photo_order, style_order = self._orders[prefix][1]
+        positions = torch.arange(slot.index * self.loop.batch_size, (slot.index + 1) * self.loop.batch_size)
+        batch = {"photo": group[f"{prefix}photo"].batch(photo_order[positions % len(photo_order)], self.device)}
+        if style_order is not None:
+            pick = style_order[positions % len(style_order)]
+            batch.update({name: group[prefix + name].batch(pick, self.device) for name in self.style_sets})
+        return batch, slot.epoch_done
