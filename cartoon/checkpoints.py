@@ -3,8 +3,8 @@ and the guard that keeps a non-finite loss out of every checkpoint.
 
 A checkpoint holds the method's networks, optimisers and schedules, the RNG states (CPU and
 CUDA) and the loop's own state (global step, loss history, MLflow run id, seconds). It is
-resumed only if its fingerprint (method, params, loop settings that change results, data,
-initial weights, VGG) matches the run about to start.
+resumed only if its fingerprint (method, params, loop settings that change results, the
+resolved precision, data, initial weights, VGG) matches the run about to start.
 """
 
 from __future__ import annotations
@@ -23,18 +23,20 @@ from cartoon.methods import method_params
 from cartoon.methods.base import Method
 from cartoon.params import LoopParams, Params
 
-# Loop settings that change what is computed; the others (logging cadence, device) do not
-# invalidate a checkpoint.
+# Loop settings that change what is computed; the others (logging cadence, device, memory
+# layout) do not invalidate a checkpoint. Precision enters resolved (``auto`` is not a precision).
 _RESULT_KEYS = ("epochs", "batch_size", "max_steps_per_epoch", "seed", "face_every")
 
 
-def fingerprint(phase: str, params: Params, loop: LoopParams, data: str, init_digest: str, vgg: str) -> str:
-    """Identifies what a checkpoint was computed from; a checkpoint is resumed only if it matches."""
+def fingerprint(phase: str, params: Params, loop: LoopParams, data: str, init_digest: str, vgg: str, precision: str) -> str:
+    """Identifies what a checkpoint was computed from; a checkpoint is resumed only if it matches
+    (steps taken at bf16 continued at fp32 would give neither run's result)."""
     config = {
         "phase": phase,
         "method": params.model.name,
         "method_params": method_params(params).model_dump(mode="json"),
         "loop": {k: getattr(loop, k) for k in _RESULT_KEYS},
+        "precision": precision,
         "vgg": vgg,
         "init": init_digest,
         "data": data,

@@ -15,6 +15,9 @@ per channel (guide and source have the same channel count, or the guide has one 
 White-box cartoonization uses it twice: the training output is
 ``guided_filter(photo, G(photo), r=1, eps=1e-2)`` and the surface representation is the
 self-guided ``guided_filter(x, x, r=5, eps=2e-1)`` (edge-preserving smoothing).
+
+The filter computes in fp32 (at least), also under autocast: ``var_I`` and ``cov_Ip`` are small
+differences of large means, which bf16's 8-bit mantissa would cancel to noise.
 """
 
 from __future__ import annotations
@@ -33,15 +36,19 @@ def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
 
 
 def guided_filter(guide: torch.Tensor, src: torch.Tensor, r: int, eps: float) -> torch.Tensor:
-    """Filter ``src`` (N,C,H,W) guided by ``guide`` (N,C,H,W or N,1,H,W) with radius ``r`` and regulariser ``eps``."""
+    """Filter ``src`` (N,C,H,W) guided by ``guide`` (N,C,H,W or N,1,H,W) with radius ``r`` and regulariser ``eps``;
+    the result is fp32 (or fp64 for fp64 inputs)."""
     if guide.shape[0] != src.shape[0] or guide.shape[2:] != src.shape[2:]:
         raise ValueError(f"guide {tuple(guide.shape)} and source {tuple(src.shape)} differ in batch or size")
     if guide.shape[1] not in (1, src.shape[1]):
         raise ValueError(f"guide has {guide.shape[1]} channels, source {src.shape[1]}: need 1 or the same")
-    mean_i = box_mean(guide, r)
-    mean_p = box_mean(src, r)
-    cov_ip = box_mean(guide * src, r) - mean_i * mean_p
-    var_i = box_mean(guide * guide, r) - mean_i * mean_i
-    a = cov_ip / (var_i + eps)
-    b = mean_p - a * mean_i
-    return box_mean(a, r) * guide + box_mean(b, r)
+    with torch.autocast(src.device.type, enabled=False):
+        dtype = torch.promote_types(torch.promote_types(guide.dtype, src.dtype), torch.float32)
+        guide, src = guide.to(dtype), src.to(dtype)
+        mean_i = box_mean(guide, r)
+        mean_p = box_mean(src, r)
+        cov_ip = box_mean(guide * src, r) - mean_i * mean_p
+        var_i = box_mean(guide * guide, r) - mean_i * mean_i
+        a = cov_ip / (var_i + eps)
+        b = mean_p - a * mean_i
+        return box_mean(a, r) * guide + box_mean(b, r)

@@ -107,6 +107,15 @@ class LoopParams(Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="numeric precision of the training steps: fp32 (the papers'); bf16 or fp16 mixed precision "
+        "(autocast; Gram matrices, the guided filter and loss reductions stay fp32; fp16 needs CUDA and scales "
+        "gradients); auto = bf16 where it is fast (CUDA with bf16, a CPU with AMX or AVX512-BF16), else fp32",
+    )
+    channels_last: bool = Field(
+        False, description="keep networks and batches in channels-last memory layout (faster convolutions on tensor cores and oneDNN)"
+    )
 
 
 class EvaluateParams(Section):

@@ -1,7 +1,8 @@
 """The training loop every method shares: the `pretrain` and `train` stages.
 
 ``run_phase`` wires parts that each have one job: the batch source (``cartoon.batches``:
-which images each step draws), the method's step (``cartoon.methods``), bookkeeping
+which images each step draws), the method's step (``cartoon.methods``) run by the engine
+(``cartoon.engine``: precision and memory layout; sample grids stay fp32), bookkeeping
 (``cartoon.checkpoints``: fingerprint, checkpoint, resume, the non-finite guard), tracking as
 callbacks (``MlflowCallback``: params, losses, sample grids) and the outputs (generator,
 reports, registered model). Reports are metrics.json and losses.csv, equal on a rerun, and
@@ -27,6 +28,7 @@ from cartoon import tracking
 from cartoon.artifacts import load_generator, save_generator, write_json
 from cartoon.batches import BatchSource, ImageSet, load_face_sets, load_image_set
 from cartoon.checkpoints import Bookkeeper, fingerprint
+from cartoon.engine import Engine, resolve_precision
 from cartoon.errors import UsageError
 from cartoon.inference import to_uint8
 from cartoon.methods import flat_params, get_method, method_params
@@ -106,15 +108,17 @@ def _start_run(params: Params, run_id: str | None, run_name: str) -> mlflow.Acti
 class MlflowCallback:
     """Tracking as a callback of the loop: the run's params and tags, losses, sample grids."""
 
-    def __init__(self, params: Params, method: Method, phase: Phase, data_sha: str, face_images: int) -> None:
+    def __init__(self, params: Params, method: Method, phase: Phase, data_sha: str, face_images: int, precision: str) -> None:
         self.params, self.method, self.phase = params, method, phase
-        self.data_sha, self.face_images = data_sha, face_images
+        self.data_sha, self.face_images, self.precision = data_sha, face_images, precision
 
     def on_start(self, resumed: bool) -> None:
         if resumed:
             return  # the run already holds them
-        tracking.log_params({**flat_params(self.params), **self.method.derived_params(), "data.face_photos": self.face_images})
-        mlflow.set_tags(tracking.run_tags(self.phase, self.method.name, self.data_sha, self.method.features.source))
+        tracking.log_params({**flat_params(self.params), **self.method.derived_params(), "data.face_photos": self.face_images,
+                             f"{self.phase}.precision_resolved": self.precision})
+        mlflow.set_tags(tracking.run_tags(self.phase, self.method.name, self.data_sha, self.method.features.source)
+                        | {"precision": self.precision})
 
     def on_log(self, step: int, losses: dict[str, float]) -> None:
         mlflow.log_metrics({f"loss/{k}": v for k, v in losses.items()}, step=step)
@@ -165,21 +169,25 @@ def run_phase(
     source = BatchSource({name: load_image_set(data[name], name) for name in needed},
                          load_face_sets(data, needed, loop.face_every), loop, device)
     method.setup(phase, loop.epochs, source.steps_per_epoch)
+    precision = resolve_precision(loop.precision, device, f"{phase}.precision")
+    engine = Engine(device, precision, loop.channels_last)
+    engine.attach(method)
     data_sha = source.digest()
     features = method.features
-    books = Bookkeeper(outputs.checkpoint, fingerprint(phase, params, loop, data_sha, init_digest, f"{features.source}@{features.layer}"))
+    books = Bookkeeper(outputs.checkpoint, fingerprint(phase, params, loop, data_sha, init_digest,
+                                                       f"{features.source}@{features.layer}", precision))
     state = books.resume(method)
     sample_photos = source.sets["photo"].batch(torch.arange(min(SAMPLE_COUNT, len(source.sets["photo"].names))), device)
 
     with _start_run(params, state["run_id"], f"{method.name}-{phase}") as run:
         state["run_id"] = run.info.run_id
-        callback = MlflowCallback(params, method, phase, data_sha, source.face_images)
+        callback = MlflowCallback(params, method, phase, data_sha, source.face_images, precision)
         callback.on_start(resumed=state["global_step"] > 0)
-        last, grid = _loop(phase, method, source, loop, books, state, callback, sample_photos)
+        last, grid = _loop(phase, method, engine, source, loop, books, state, callback, sample_photos)
 
         metrics = {
             "method": method.name, "phase": phase, "steps": state["global_step"], "epochs": loop.epochs,
-            "vgg_source": features.source, "vgg_layer": features.layer, "final_loss": last,
+            "precision": precision, "vgg_source": features.source, "vgg_layer": features.layer, "final_loss": last,
         }  # fmt: skip
         # Wall-clock figures vary from run to run, so they stay out of metrics.json (whose reruns
         # must compare equal) and go to MLflow and timing.json.
@@ -193,9 +201,10 @@ def run_phase(
     return metrics | timing
 
 
-def _loop(phase: Phase, method: Method, source: BatchSource, loop: LoopParams, books: Bookkeeper,
+def _loop(phase: Phase, method: Method, engine: Engine, source: BatchSource, loop: LoopParams, books: Bookkeeper,
           state: dict[str, Any], callback: MlflowCallback, sample_photos: torch.Tensor) -> tuple[dict[str, float], np.ndarray | None]:
-    """Steps from ``state["global_step"]`` to the end; returns the last losses and sample grid."""
+    """Steps from ``state["global_step"]`` to the end, each in the engine's precision; returns the
+    last losses and sample grid (grids are drawn outside autocast, in fp32)."""
     started, seconds_before = time.monotonic(), state["seconds"]
     last: dict[str, float] = {}
     grid = None
@@ -205,7 +214,8 @@ def _loop(phase: Phase, method: Method, source: BatchSource, loop: LoopParams, b
             step = state["global_step"] + 1  # counted from 1 in logs and messages
             batch, epoch_done = source.draw(step - 1)
             try:
-                losses = method.step(phase, batch)
+                with engine.autocast():
+                    losses = method.step(phase, engine.batch(batch))
             except NonFiniteLoss as exc:
                 raise books.stopped(phase, step, exc) from None
             state["global_step"] = step

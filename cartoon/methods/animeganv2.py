@@ -246,10 +246,12 @@ _RGB_TO_YUV = (
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
-    """Per-sample Gram matrix F F^T / (C H W) of N,C,H,W features: N,C,C."""
+    """Per-sample Gram matrix F F^T / (C H W) of N,C,H,W features: N,C,C, always in fp32: its
+    sums run over H W products, which bf16's 8-bit mantissa would round to a few digits."""
     n, c, h, w = features.shape
-    flat = features.reshape(n, c, h * w)
-    return flat @ flat.transpose(1, 2) / (c * h * w)
+    with torch.autocast(features.device.type, enabled=False):
+        flat = features.float().reshape(n, c, h * w)
+        return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
 def rgb_to_yuv(images: torch.Tensor) -> torch.Tensor:
@@ -259,17 +261,20 @@ def rgb_to_yuv(images: torch.Tensor) -> torch.Tensor:
 
 
 def colour_loss(generated: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
-    """L1 on Y plus Huber (delta 1) on U and on V, between the generated image and the photo."""
-    a, b = rgb_to_yuv(generated), rgb_to_yuv(photo)
-    return (
-        F.l1_loss(a[:, 0], b[:, 0])
-        + F.huber_loss(a[:, 1], b[:, 1], delta=1.0)
-        + F.huber_loss(a[:, 2], b[:, 2], delta=1.0)
-    )
+    """L1 on Y plus Huber (delta 1) on U and on V, between the generated image and the photo
+    (in fp32 under autocast: a cheap term whose small differences matter)."""
+    with torch.autocast(generated.device.type, enabled=False):
+        a, b = rgb_to_yuv(generated.float()), rgb_to_yuv(photo.float())
+        return (
+            F.l1_loss(a[:, 0], b[:, 0])
+            + F.huber_loss(a[:, 1], b[:, 1], delta=1.0)
+            + F.huber_loss(a[:, 2], b[:, 2], delta=1.0)
+        )
 
 
 def tv_loss(images: torch.Tensor) -> torch.Tensor:
-    """mean(dh^2) / 2 + mean(dw^2) / 2 over vertically and horizontally adjacent pixels."""
+    """mean(dh^2) / 2 + mean(dw^2) / 2 over vertically and horizontally adjacent pixels (fp32)."""
+    images = images.float()
     dh = images[..., 1:, :] - images[..., :-1, :]
     dw = images[..., :, 1:] - images[..., :, :-1]
     return dh.pow(2).mean() / 2 + dw.pow(2).mean() / 2
@@ -353,7 +358,7 @@ class AnimeGANv2(Method):
         with torch.no_grad():
             photo_features = self.features(photo)
             gray_gram = gram(self.features(batch["cartoon_gray"]))
-        content = (generated_features - photo_features).abs().mean()
+        content = (generated_features.float() - photo_features.float()).abs().mean()
         style = (gram(generated_features) - gray_gram).abs().mean()
         colour = colour_loss(generated, photo)
         tv = tv_loss(generated)

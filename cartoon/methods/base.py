@@ -8,7 +8,7 @@ Images are float tensors in [-1, 1], NCHW.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 from torch import nn
@@ -29,6 +29,13 @@ class MethodParams(Section):
     pretrain: Section
     train: Section
 Batch = dict[str, torch.Tensor]
+
+
+class StepEngine(Protocol):
+    """What a method needs of the training engine (``cartoon.engine.Engine``): a protocol, so the
+    methods, which evaluation imports too, do not depend on the engine and Lightning."""
+
+    def backward_and_step(self, loss: torch.Tensor, name: str, optimizer: torch.optim.Optimizer) -> None: ...
 
 
 class NonFiniteLoss(ArithmeticError):
@@ -55,6 +62,7 @@ class Method(ABC):
         self.networks: dict[str, nn.Module] = {"generator": self.generator}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        self.engine: StepEngine | None = None  # set by Engine.attach: precision and layout of the training loop
 
     @classmethod
     @abstractmethod
@@ -103,19 +111,24 @@ class Method(ABC):
                 obj.load_state_dict(state[f"{kind}.{name}"])
 
     def optimise(self, name: str, loss: torch.Tensor) -> None:
-        """Backpropagate ``loss`` into optimiser ``name``; a non-finite loss stops before any update."""
+        """Backpropagate ``loss`` into optimiser ``name``; a non-finite loss stops before any update.
+        With an engine attached, its precision handles the backward and the update (fp16 scaling)."""
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"{name} loss is {loss.item()}")
         optimizer = self.optimizers[name]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if self.engine is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            self.engine.backward_and_step(loss, name, optimizer)
 
     def content_loss(self, generated: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
-        """L1 between VGG features of the output and of the input photo (semantic content kept)."""
+        """L1 between VGG features of the output and of the input photo (semantic content kept);
+        the difference is taken in fp32, so bf16 features lose no precision in the mean."""
         with torch.no_grad():
             target = self.features(photo)
-        return (self.features(generated) - target).abs().mean()
+        return (self.features(generated).float() - target.float()).abs().mean()
 
 
 def init_normal(module: nn.Module, std: float = 0.02) -> None:
@@ -139,8 +152,9 @@ def lrelu() -> nn.Module:
 
 
 def lsgan(scores: torch.Tensor, target: float) -> torch.Tensor:
-    """Least-squares GAN loss: mean squared distance of the scores to the target label."""
-    return (scores - target).pow(2).mean()
+    """Least-squares GAN loss: mean squared distance of the scores to the target label (in fp32:
+    bf16 scores near the label would round the distance away)."""
+    return (scores.float() - target).pow(2).mean()
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -130,6 +130,8 @@ class Discriminator(nn.Module):
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """Binary cross-entropy of the logits against a constant label, in fp32 under autocast."""
+    logits = logits.float()
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 

@@ -179,7 +179,8 @@ def surface(images: torch.Tensor, radius: int = 5, eps: float = 0.2) -> torch.Te
 
 
 def tv_loss(images: torch.Tensor) -> torch.Tensor:
-    """The reference's TV: (mean(dy^2) + mean(dx^2)) / (3 H W)."""
+    """The reference's TV: (mean(dy^2) + mean(dx^2)) / (3 H W), in fp32."""
+    images = images.float()
     h, w = images.shape[-2:]
     dy = (images[..., 1:, :] - images[..., :-1, :]).pow(2).mean()
     dx = (images[..., :, 1:] - images[..., :, :-1]).pow(2).mean()
@@ -187,8 +188,8 @@ def tv_loss(images: torch.Tensor) -> torch.Tensor:
 
 
 def feature_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The reference's VGG loss: mean |a - b| further divided by the feature map's h w c."""
-    return (a - b).abs().mean() / (a.shape[1] * a.shape[2] * a.shape[3])
+    """The reference's VGG loss: mean |a - b| further divided by the feature map's h w c (in fp32)."""
+    return (a.float() - b.float()).abs().mean() / (a.shape[1] * a.shape[2] * a.shape[3])
 
 
 # --- method ---------------------------------------------------------------------------------
@@ -246,7 +247,7 @@ class WhiteBox(Method):
         photo = batch["photo"]
         if phase == "pretrain":
             generated = self.generator(photo)
-            reconstruction = (generated - photo).abs().mean()
+            reconstruction = (generated.float() - photo).abs().mean()
             self.optimise("generator", reconstruction)  # pixel L1 only, as in the reference
             return {"reconstruction": reconstruction.detach()}
 
@@ -265,15 +266,12 @@ class WhiteBox(Method):
         d_surface = 0.5 * (lsgan(self.surface_disc(real_surface), 1.0) + lsgan(self.surface_disc(fake_surface.detach()), 0.0))
         d_texture = 0.5 * (lsgan(self.texture_disc(real_texture), 1.0) + lsgan(self.texture_disc(fake_texture.detach()), 0.0))
         d_total = d_surface + d_texture
-        # The discriminators share no parameter, so one backward of the sum serves both; a
-        # non-finite sum stops before either is updated.
+        # The discriminators share no parameter, so each is updated from its own term (the
+        # gradients the sum would give); a non-finite sum stops before either is updated.
         if not torch.isfinite(d_total):
             raise NonFiniteLoss(f"discriminator loss is {d_total.item()} (surface {d_surface.item()}, texture {d_texture.item()})")
-        for name in ("surface_discriminator", "texture_discriminator"):
-            self.optimizers[name].zero_grad(set_to_none=True)
-        d_total.backward()
-        for name in ("surface_discriminator", "texture_discriminator"):
-            self.optimizers[name].step()
+        self.optimise("surface_discriminator", d_surface)
+        self.optimise("texture_discriminator", d_texture)
 
         set_requires_grad(self.surface_disc, False)
         set_requires_grad(self.texture_disc, False)
