@@ -13,7 +13,6 @@ metric says which network measured it.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from torchvision.models import vgg19
 
 from cartoon.errors import RuntimeFailure, UsageError
 from cartoon.params import VggParams
+from cartoon.weights import check_state, file_sha256, read_state_dict
 
 TORCHVISION_FILE = "vgg19-dcbb9e9d.pth"
 # Index just past each named layer in torchvision's vgg19().features.
@@ -46,38 +46,16 @@ def torchvision_cache_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
 
 
-def _sha256_prefix(path: Path, length: int = 12) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:length]
-
-
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any decoder error means the same thing to the user
-        raise RuntimeFailure(f"cannot read VGG19 weights from {path}: {exc}") from None
-    if not isinstance(state, dict):
-        raise RuntimeFailure(f"{path} does not hold a state dict")
-    return state
-
-
 def resolve_weights(params: VggParams) -> ResolvedWeights:
     """Find VGG19 weights without touching the network; see the module docstring for the order."""
     if params.weights:
         path = Path(params.weights).expanduser()
         if not path.is_file():
             raise UsageError(f"vgg.weights: file not found: {path}")
-        return ResolvedWeights(_read_state(path), f"imagenet:{_sha256_prefix(path)}")
+        return ResolvedWeights(read_state_dict(path, "VGG19"), f"imagenet:{file_sha256(path)[:12]}")
     cached = torchvision_cache_path()
     if cached.is_file():
-        return ResolvedWeights(_read_state(cached), f"imagenet:{_sha256_prefix(cached)}")
+        return ResolvedWeights(read_state_dict(cached, "VGG19"), f"imagenet:{file_sha256(cached)[:12]}")
     if params.allow_random:
         warnings.warn(
             f"No VGG19 weights found (vgg.weights unset, {cached} missing): using RANDOM weights "
@@ -118,12 +96,7 @@ class VGGFeatures(nn.Module):
         if weights.state is not None:
             wanted = {k.removeprefix("features."): v for k, v in weights.state.items() if k.startswith("features.")}
             own = features.state_dict()
-            missing = [k for k in own if k not in wanted]
-            if missing:
-                raise RuntimeFailure(f"VGG19 weights lack {len(missing)} tensors, e.g. features.{missing[0]}")
-            for key, value in own.items():
-                if wanted[key].shape != value.shape:
-                    raise RuntimeFailure(f"VGG19 weight features.{key} has shape {tuple(wanted[key].shape)}, expected {tuple(value.shape)}")
+            check_state(own, wanted, "VGG19", weights.source, allow_extra=True)
             features.load_state_dict({k: wanted[k] for k in own})
         else:
             _calibrate(features, seed)
