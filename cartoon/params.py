@@ -49,12 +49,21 @@ class CrawlParams(Section):
     max_archive_members: int = Field(200_000, ge=1, description="entries read from one archive at most")
 
 
+class FaceCropParams(Section):
+    """How face images (the face_photo and face_cartoon domains) become aligned training crops."""
+
+    min_size: int = Field(40, ge=12, description="faces whose detection box is shorter than this (pixels, in the source image) are rejected")
+    min_score: float = Field(0.95, ge=0, le=1, description="faces MTCNN scores below this are rejected")
+    max_per_image: int = Field(4, ge=1, le=64, description="faces kept per image at most, largest first; each is its own row")
+
+
 class ResizeParams(Section):
     size: int = Field(64, ge=16, le=4096, description="square side of training images, pixels")
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of photos held out")
     seed: int = 0
     max_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb cap (width*height)")
     workers: int = Field(4, ge=1, le=64, description="concurrent decode + resize workers")
+    faces: FaceCropParams = FaceCropParams()
 
 
 class SmoothParams(Section):

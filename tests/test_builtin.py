@@ -14,15 +14,20 @@ from cartoon.errors import UsageError
 from cartoon.metrics import colour_count, flatness, luminance_ssim
 
 
-@pytest.mark.parametrize("name", builtin_photo_names())
-def test_every_bundled_photo_loads_as_colour(name):
+GREY_PHOTOS = ("camera",)  # a face source only: the scenery domains need colour
+
+
+@pytest.mark.parametrize("name", [name for name in builtin_photo_names() if name != "lfw"])
+def test_every_bundled_photo_loads_as_rgb(name):
     photo = load_builtin_photo(name)
     assert photo.dtype == np.uint8 and photo.ndim == 3 and photo.shape[2] == 3
     assert min(photo.shape[:2]) >= 200
-    assert photo.std(axis=(0, 1)).min() > 5 and np.abs(photo[..., 0].astype(int) - photo[..., 2]).mean() > 2
+    assert photo.std(axis=(0, 1)).min() > 5
+    colourful = np.abs(photo[..., 0].astype(int) - photo[..., 2]).mean() > 2
+    assert colourful == (name not in GREY_PHOTOS)
 
 
-@pytest.mark.parametrize("domain", ["photo", "cartoon"])
+@pytest.mark.parametrize("domain", ["photo", "cartoon", "face_photo", "face_cartoon"])
 def test_items_are_deterministic_and_sized(domain):
     first = list(builtin_items(domain, 5, 32, seed=3))
     again = list(builtin_items(domain, 5, 32, seed=3))
@@ -42,6 +47,10 @@ def test_domains_crop_disjoint_bundled_photos():
     assert set(cartoons) == {f"celshade/{name}" for name in CARTOON_SOURCES}
     chosen = [name.split("#")[0] for name, _ in builtin_items("photo", 4, 16, 0, photos=("china",))]
     assert chosen == ["china"] * 4
+    faces = [name.split("#")[0] for name, _ in builtin_items("face_photo", 8, 16, 0)]
+    assert faces[:3] == ["astronaut", "camera", "grace_hopper"] and faces[3].startswith("lfw")  # named by source photograph
+    with pytest.raises(UsageError, match="face_photo source only"):
+        list(builtin_items("photo", 1, 16, 0, photos=("lfw",)))
 
 
 @pytest.mark.parametrize("name", ["coffee", "chelsea", "china"])

@@ -211,3 +211,66 @@ def test_all_photos_unusable_after_decoding_is_a_runtime_failure(tmp_path):
 def test_missing_crawl_output_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="crawl manifest not found"):
         resize(tmp_path / "nothing", tmp_path / "data", ResizeParams())
+
+
+def _save(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(rgb)).save(path)
+
+
+def test_face_images_become_aligned_crops_with_landmarks_or_a_reason(tmp_path):
+    from skimage import data
+
+    from cartoon.data.builtin import load_builtin_photo
+    from cartoon.data.faces import TEMPLATE
+
+    import cv2
+
+    astronaut = data.astronaut()[:300, 100:400]  # a face of about 87 px
+    hopper = cv2.resize(load_builtin_photo("grace_hopper")[:512], (300, 300), interpolation=cv2.INTER_AREA)  # about 103 px
+    faces = tmp_path / "in" / "face_photo"
+    _save(faces / "one.png", astronaut)
+    _save(faces / "two.png", np.concatenate([astronaut, hopper], axis=1))
+    _save(faces / "none.png", data.coffee())
+    _save(faces / "tiny.png", hopper[::3, ::3])  # about 32 px: found, but below min_size
+    for i in range(3):
+        save_noise(tmp_path / "in" / "photo" / f"p{i}.png", 40, 40, seed=i)
+        save_noise(tmp_path / "in" / "cartoon" / f"c{i}.png", 40, 40, seed=10 + i)
+    sources = [{"kind": "local", "domain": d, "path": f"in/{d}"} for d in ("photo", "cartoon", "face_photo")]
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": sources}))
+    crawl(tmp_path / "sources.yaml", tmp_path / "raw", CrawlParams())
+    out = tmp_path / "data"
+    manifest = resize(tmp_path / "raw", out, ResizeParams(size=64, faces={"min_size": 40, "min_score": 0.95}))
+
+    face_rows = manifest[manifest.domain == "face_photo"]
+    rows = face_rows.set_index(face_rows.origin.map(lambda origin: Path(origin).stem))
+    assert rows.loc["none", "reason"] == "no face detected"
+    assert rows.loc["tiny", "reason"].startswith("face too small")
+    kept = manifest[(manifest.domain == "face_photo") & (manifest.status == "ok")]
+    assert sorted(Path(o).stem for o in kept.origin) == ["one", "two", "two"]  # two faces, two rows
+    assert kept.item_id.str.endswith("-face1").sum() == 1
+    store = read_store(out / "face_photo" / "train.npy")
+    assert store.pixels.shape == (3, 64, 64, 3) and store.names == sorted(kept.item_id)
+    for row in kept.to_dict("records"):
+        assert row["face_score"] >= 0.95
+        points = np.array(row["landmarks"].split(), float).reshape(5, 2)
+        assert np.abs(points - TEMPLATE * 64).max() < 4  # aligned: the five points sit near the template
+
+
+def test_face_photos_of_a_held_out_source_are_rejected(tmp_path):
+    sources = [
+        {"kind": "builtin", "domain": "photo", "count": 4, "size": 96, "photos": ["astronaut", "coffee"]},
+        {"kind": "builtin", "domain": "cartoon", "count": 2, "size": 96},
+        {"kind": "builtin", "domain": "face_photo", "count": 4, "size": 160, "photos": ["astronaut", "grace_hopper"]},
+    ]
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": sources}))
+    crawl(tmp_path / "sources.yaml", tmp_path / "raw", CrawlParams())
+    manifest = resize(tmp_path / "raw", tmp_path / "data", ResizeParams(size=32, test_fraction=0.5))
+    photos = manifest[manifest.domain == "photo"]
+    held_out = {source_photograph(o) for o in photos[photos.split == "test"].origin}
+    assert len(held_out) == 1
+    faces = manifest[manifest.domain == "face_photo"]
+    from_held_out = faces.origin.map(source_photograph).isin(held_out)
+    assert from_held_out.any() and (~from_held_out).any()
+    assert (faces[from_held_out].reason == "source photograph held out for testing (photo test set)").all()
+    assert (faces[~from_held_out].status == "ok").all()

@@ -10,7 +10,12 @@ never shows a photo of the photo set:
 - cartoons (``style: celshade``, the default): random crops of the OTHER bundled photographs,
   ``CARTOON_SOURCES``, rendered by ``cartoon.data.celshade``; or (``style: scenes``) the
   synthetic cel-shaded landscapes of ``cartoon.data.synthetic``, one template with random
-  objects (kept for tests and comparison: a GAN copies its layout).
+  objects (kept for tests and comparison: a GAN copies its layout);
+- face photos: ``FACE_SOURCES``, the bundled photographs that show a face (astronaut,
+  camera, grace_hopper) with mild augmentation (crop, rotation, mirror, exposure), and the 100
+  small grey faces of scikit-image's ``lfw_subset``, enlarged; the resize stage detects and
+  aligns the faces;
+- face cartoons: cartoon faces drawn by ``cartoon.data.faces.cartoon_face``.
 
 Each item is named ``<photo>#crop<index>``: the part before ``#`` names the source photograph,
 which ``resize`` keeps on one side of the train/test split.
@@ -25,6 +30,7 @@ import cv2
 import numpy as np
 
 from cartoon.data.celshade import cel_shade
+from cartoon.data.faces import cartoon_face
 from cartoon.data.synthetic import cel_shaded_scene
 from cartoon.errors import UsageError
 
@@ -64,6 +70,7 @@ _PHOTOS: dict[str, Callable[[], np.ndarray]] = {
     "coffee": _skimage("coffee"),
     "rocket": _skimage("rocket"),
     "motorcycle": _skimage("stereo_motorcycle"),
+    "camera": _skimage("camera"),
     "china": _sklearn(0),
     "flower": _sklearn(1),
     "grace_hopper": _grace_hopper,
@@ -72,11 +79,14 @@ _PHOTOS: dict[str, Callable[[], np.ndarray]] = {
 
 PHOTO_SOURCES = ("astronaut", "chelsea", "coffee", "rocket", "grace_hopper")
 CARTOON_SOURCES = ("china", "flower", "motorcycle")
+FACE_SOURCES = ("astronaut", "camera", "grace_hopper", "lfw")  # "lfw": one of lfw_subset's faces per item
+LFW_FACES = 100
+DOMAINS = ("photo", "cartoon", "face_photo", "face_cartoon")
 CARTOON_STYLES = ("celshade", "scenes")
 
 
 def builtin_photo_names() -> list[str]:
-    return list(_PHOTOS)
+    return [*_PHOTOS, "lfw"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -84,10 +94,24 @@ def load_builtin_photo(name: str) -> np.ndarray:
     """One bundled photograph as HxWx3 uint8 RGB."""
     if name not in _PHOTOS:
         raise UsageError(f"unknown builtin photo {name!r} (known: {', '.join(_PHOTOS)})")
-    image = np.asarray(_PHOTOS[name]())
+    return _rgb_uint8(np.asarray(_PHOTOS[name]()))
+
+
+def _rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 of a bundled image in [0, 1] or [0, 255], grey, RGB or RGBA."""
     if image.dtype != np.uint8:
         image = np.clip(image * (255 if image.max() <= 1 else 1), 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
     return np.ascontiguousarray(image[..., :3])
+
+
+@functools.lru_cache(maxsize=1)
+def _lfw_faces() -> np.ndarray:
+    """scikit-image's ``lfw_subset``: its first 100 images are 25x25 grey faces (the rest are not faces)."""
+    import skimage.data
+
+    return skimage.data.lfw_subset()[:LFW_FACES]
 
 
 def random_crop(photo: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -103,26 +127,63 @@ def random_crop(photo: np.ndarray, rng: np.random.Generator, size: int) -> np.nd
     return cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=interpolation)
 
 
+def augmented_face_photo(name: str, rng: np.random.Generator, size: int) -> tuple[str, np.ndarray]:
+    """A face photograph, mildly changed so the face survives: for a bundled photograph a crop of
+    75-100 % of its short side, rotated up to 10 degrees, mirrored half the time, exposure
+    scaled by 0.8-1.2; for ``lfw`` one of its 100 faces, enlarged 4x (MTCNN needs more than
+    25 px) and mirrored half the time. Returns the item's source (the photograph, or the lfw
+    face) and the square image, shrunk to ``size`` when larger."""
+    if name == "lfw":
+        index = int(rng.integers(LFW_FACES))
+        source, image = f"lfw{index:03d}", cv2.resize(_rgb_uint8(_lfw_faces()[index]), (100, 100), interpolation=cv2.INTER_CUBIC)
+    else:
+        photo = load_builtin_photo(name)
+        height, width = photo.shape[:2]
+        side = int(round(min(height, width) * rng.uniform(0.75, 1.0)))
+        top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+        rotation = cv2.getRotationMatrix2D((side / 2, side / 2), float(rng.uniform(-10, 10)), 1.0)
+        image = cv2.warpAffine(np.ascontiguousarray(photo[top : top + side, left : left + side]), rotation, (side, side),
+                               borderMode=cv2.BORDER_REFLECT_101)  # fmt: skip
+        source, image = name, np.clip(image.astype(np.float32) * rng.uniform(0.8, 1.2), 0, 255).astype(np.uint8)
+    if rng.random() < 0.5:
+        image = image[:, ::-1]
+    if image.shape[0] > size:
+        image = cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=cv2.INTER_AREA)
+    return source, np.ascontiguousarray(image)
+
+
 def builtin_items(
     domain: str, count: int, size: int, seed: int, photos: tuple[str, ...] | None = None, style: str = "celshade"
 ) -> Iterator[tuple[str, np.ndarray]]:
     """``count`` (name, HxWx3 uint8) items of a domain, the same for the same arguments.
 
     ``photos`` picks the bundled photographs to crop (default ``PHOTO_SOURCES`` for photos,
-    ``CARTOON_SOURCES`` for cartoons), taken in turn; ``style`` is how cartoons are made.
+    ``CARTOON_SOURCES`` for cartoons, ``FACE_SOURCES`` for face photos), taken in turn;
+    ``style`` is how cartoons are made.
     """
-    rng = np.random.default_rng([seed, {"photo": 0, "cartoon": 1}.get(domain, 2)])
-    if domain not in ("photo", "cartoon"):
-        raise UsageError(f"unknown builtin domain {domain!r} (use photo or cartoon)")
+    if domain not in DOMAINS:
+        raise UsageError(f"unknown builtin domain {domain!r} (use {', '.join(DOMAINS)})")
     if style not in CARTOON_STYLES:
         raise UsageError(f"unknown builtin style {style!r} (use {' or '.join(CARTOON_STYLES)})")
+    rng = np.random.default_rng([seed, DOMAINS.index(domain)])
+    if domain == "face_cartoon":
+        for index in range(count):
+            yield f"cartoon-face-{index:04d}", cartoon_face(rng, size)[0]
+        return
     if domain == "cartoon" and style == "scenes":
         for index in range(count):
             yield f"scene-{index:04d}", cel_shaded_scene(rng, size)
         return
-    names = list(photos or (PHOTO_SOURCES if domain == "photo" else CARTOON_SOURCES))
+    default = {"photo": PHOTO_SOURCES, "cartoon": CARTOON_SOURCES, "face_photo": FACE_SOURCES}[domain]
+    names = list(photos or default)
     for index in range(count):
         name = names[index % len(names)]
+        if domain == "face_photo":
+            source, image = augmented_face_photo(name, rng, size)
+            yield f"{source}#face{index:03d}", image  # the same source name as the photo domain's crops
+            continue
+        if name == "lfw":
+            raise UsageError("lfw (lfw_subset's faces) is a face_photo source only")
         crop = random_crop(load_builtin_photo(name), rng, size)
         if domain == "photo":
             yield f"{name}#crop{index:03d}", crop

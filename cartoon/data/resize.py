@@ -4,14 +4,22 @@ Output: one image store per set (``cartoon.data.store``: ``<set>.npy`` + ``<set>
 ``<out>/photo/train.npy``, ``<out>/photo/test.npy``, ``<out>/cartoon/train.npy``,
 ``<out>/face_photo/train.npy``, ``<out>/face_cartoon/train.npy``, rows in item_id order, and
 ``<out>/manifest.csv``, whose ``path`` and ``row`` columns locate every usable item. Only photos
-are held out; the face stores (White-box's face batches) always exist so the training stages can
-depend on them, with no rows when there are no faces.
+are held out; the face stores (face batches of White-box and the face method) always exist so
+the training stages can depend on them, with no rows when there are no faces.
+
+Face images are not squared but detected and aligned (``cartoon.data.faces``): every face kept
+becomes its own row (``<item_id>-face<k>`` after the first), an aligned crop with its detection
+score and its five landmarks in the crop (``face_score``, ``landmarks``: x1 y1 ... x5 y5); an
+image without a usable face is rejected with the reason. A face photo taken from a source
+photograph whose crops are held out as test photos is rejected too, so no held-out photo's
+source is ever trained on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import shutil
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import ExitStack
@@ -21,6 +29,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from cartoon.data.faces import FaceDetector, align
 from cartoon.data.imageio import ImageRejected, decode_image
 from cartoon.data.store import STORE_SUFFIX, StoreWriter, write_store
 from cartoon.errors import RuntimeFailure, UsageError
@@ -29,7 +38,7 @@ from cartoon.progress import console, progress
 
 MANIFEST_COLUMNS = [
     "item_id", "domain", "split", "sha256", "source", "origin", "licence",
-    "width", "height", "status", "reason", "path", "row",
+    "width", "height", "status", "reason", "path", "row", "face_score", "landmarks",
 ]  # fmt: skip
 DOMAINS = ("photo", "cartoon")  # both needed for training
 FACE_DOMAINS = ("face_photo", "face_cartoon")  # optional
@@ -92,17 +101,56 @@ def store_name(domain: str, split: str) -> str:
     return f"{domain}/{split}{STORE_SUFFIX}"
 
 
-def _process(row: dict, raw_dir: Path, target: np.ndarray, params: ResizeParams) -> dict:
-    """Decode and square one image into ``target`` (its row of the store); a failure becomes a
-    rejected row, never an exception."""
+class _Faces:
+    """The face detector the resize workers share; one detection at a time (MTCNN already uses
+    every core through torch, and its modules are not meant for concurrent calls)."""
+
+    def __init__(self, params: ResizeParams) -> None:
+        self.detector = FaceDetector(params.faces.min_size, params.faces.min_score)
+        self.lock = threading.Lock()
+
+    def crops(self, rgb: np.ndarray, row: dict, slots: np.ndarray, size: int) -> list[dict]:
+        """Aligned crops of the faces in ``rgb`` into ``slots``, a row each; or one rejected row."""
+        with self.lock:
+            faces, reason = self.detector.detect(rgb)
+        if not faces:
+            return [_rejected(row, reason)]
+        rows = []
+        for index, face in enumerate(faces[: len(slots)]):
+            slots[index], points = align(rgb, face.points, size)
+            rows.append({**row, "item_id": row["item_id"] + (f"-face{index}" if index else ""),
+                         "face_score": round(face.score, 4), "landmarks": " ".join(f"{v:.2f}" for v in points.ravel())})  # fmt: skip
+        return rows
+
+
+def _rejected(row: dict, reason: str) -> dict:
+    return {**row, "status": "rejected", "reason": reason, "split": "", "path": ""}
+
+
+def _process(row: dict, raw_dir: Path, slots: np.ndarray, params: ResizeParams, faces: _Faces | None) -> list[dict]:
+    """Decode one image into its ``slots`` of the store: a centre square, or with ``faces`` an
+    aligned crop per face. A failure becomes a rejected row, never an exception."""
+    if row["status"] == "rejected":
+        return [row]
     try:
         rgb = decode_image((raw_dir / row["path"]).read_bytes(), params.max_pixels)
     except OSError as exc:
-        return {**row, "status": "rejected", "reason": f"unreadable ({type(exc).__name__})", "split": "", "path": ""}
+        return [_rejected(row, f"unreadable ({type(exc).__name__})")]
     except ImageRejected as exc:
-        return {**row, "status": "rejected", "reason": exc.reason, "split": "", "path": ""}
-    target[...] = square(rgb, params.size)
-    return {**row, "width": rgb.shape[1], "height": rgb.shape[0], "status": "ok", "reason": ""}
+        return [_rejected(row, exc.reason)]
+    decoded = {**row, "width": rgb.shape[1], "height": rgb.shape[0], "status": "ok", "reason": ""}
+    if faces is not None:
+        return faces.crops(rgb, decoded, slots, params.size)
+    slots[0] = square(rgb, params.size)
+    return [decoded]
+
+
+def _hold_out_face_sources(rows: list[dict]) -> None:
+    """Reject face photos whose source photograph has crops in the photo test set."""
+    held_out = {source_photograph(row["origin"]) for row in rows if row["domain"] == "photo" and row["split"] == "test"}
+    for row in rows:
+        if row["domain"] == "face_photo" and source_photograph(row["origin"]) in held_out:
+            row.update(_rejected(row, "source photograph held out for testing (photo test set)"))
 
 
 def _read_crawl_manifest(raw_dir: Path) -> pd.DataFrame:
@@ -151,6 +199,7 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
     splits = split_photos(photo_sources, params.test_fraction, params.seed)
     for row in rows:
         row["split"] = splits[row["item_id"]] if row["domain"] == "photo" else "train"
+    _hold_out_face_sources(rows)
 
     for domain in DOMAINS + FACE_DOMAINS:
         shutil.rmtree(out_dir / domain, ignore_errors=True)
@@ -158,31 +207,40 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
 
     groups: dict[str, list[dict]] = {store_name(domain, split): [] for domain, split in SETS}
     for row in sorted(rows, key=lambda item: item["item_id"]):  # stable row order: reruns are byte-identical
-        groups[store_name(row["domain"], row["split"])].append(row)
+        groups[store_name(row["domain"], row["split"] or "train")].append(row)
+    # Every image gets as many rows of its store as it may yield: one, or max_per_image faces.
+    # Unused rows cost nothing (the temp file is sparse) and are left out when the store is written.
+    slots = {name: params.faces.max_per_image if name.split("/")[0] in FACE_DOMAINS else 1 for name in groups}
+    faces = _Faces(params) if any(groups[name] for name in groups if slots[name] > 1) else None
     done: list[dict] = []
     counts: Counter[str] = Counter()
     with ExitStack() as stack:
-        writers = {name: stack.enter_context(StoreWriter(out_dir / name, len(group), params.size, params.size))
+        writers = {name: stack.enter_context(StoreWriter(out_dir / name, len(group) * slots[name], params.size, params.size))
                    for name, group in groups.items()}  # fmt: skip
         with progress() as bar, ThreadPoolExecutor(max_workers=params.workers) as pool:
             task = bar.add_task("resize", total=len(rows), status="")
-            futures = {name: [pool.submit(_process, row, raw_dir, writers[name].pixels[index], params)
+            futures = {name: [pool.submit(_process, row, raw_dir, writers[name].pixels[index * slots[name] : (index + 1) * slots[name]],
+                                          params, faces if slots[name] > 1 else None)
                               for index, row in enumerate(group)] for name, group in groups.items()}  # fmt: skip
             for future in as_completed([future for group in futures.values() for future in group]):
-                counts[future.result()["status"]] += 1
+                counts[future.result()[0]["status"]] += 1
                 bar.update(task, advance=1, status=f"{counts['ok']} ok, {counts['rejected']} rejected")
         for name, group in futures.items():
-            results = [future.result() for future in group]
-            ok = [index for index, result in enumerate(results) if result["status"] == "ok"]
-            for row_number, index in enumerate(ok):
-                results[index].update(path=name, row=row_number)
-            names = [results[index]["item_id"] for index in ok]
-            if len(ok) == len(results):
+            used: list[int] = []  # the store rows that hold an image, in order
+            names: list[str] = []
+            for index, future in enumerate(group):
+                for offset, result in enumerate(future.result()):
+                    if result["status"] == "ok":
+                        result.update(path=name, row=len(used))
+                        used.append(index * slots[name] + offset)
+                        names.append(result["item_id"])
+                    done.append(result)
+            if used == list(range(len(group) * slots[name])):
                 writers[name].commit(names)
-            else:  # copy the decoded rows into a store without the rejected ones' gaps
-                write_store(out_dir / name, names, writers[name].pixels, ok)
-            done.extend(results)
-    manifest = pd.DataFrame(done, columns=MANIFEST_COLUMNS).astype({"width": "Int64", "height": "Int64", "row": "Int64"})
+            else:  # copy the decoded rows into a store without the gaps
+                write_store(out_dir / name, names, writers[name].pixels, used)
+    manifest = pd.DataFrame(done, columns=MANIFEST_COLUMNS).astype({"width": "Int64", "height": "Int64", "row": "Int64",
+                                                                    "face_score": "Float64"})  # fmt: skip
     manifest = manifest.sort_values(["domain", "split", "item_id"], kind="stable", ignore_index=True)
     manifest.to_csv(out_dir / "manifest.csv", index=False, lineterminator="\n")
     console.print(summary(manifest, params.size), markup=False, highlight=False)
