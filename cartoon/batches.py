@@ -3,12 +3,19 @@
 Batches depend on (seed, epoch, step) alone, never on what ran before, so a resumed run draws
 exactly the batches the killed run would have. Image sets stay memory-mapped; a batch reads
 only its rows. With faces (White-box), every ``face_every``-th step draws a face batch.
+
+With W processes (data-parallel training), the epoch's shuffle is the same on every rank and
+rank r takes its positions r, r + W, r + 2W, ...: the ranks' shares are disjoint, a step's W
+batches together are the batch one process would draw with W * batch_size, and a resume on the
+same W redraws them exactly. Steps per epoch count the per-rank share: ceil(N / (W * batch_size)).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,18 +139,21 @@ class BatchSource:
     """The batches of one phase: the photo set, the style sets drawn together with it (index
     aligned, file by file), and optionally face sets that take every ``face_every``-th step."""
 
-    def __init__(self, sets: dict[str, ImageSet], faces: dict[str, ImageSet], loop: LoopParams, device: torch.device) -> None:
+    def __init__(self, sets: dict[str, ImageSet], faces: dict[str, ImageSet], loop: LoopParams, device: torch.device,
+                 rank: int = 0, world_size: int = 1) -> None:
         self.sets, self.faces, self.loop, self.device = sets, faces, loop, device
+        self.rank, self.world_size = rank, world_size
         self.style_sets = [name for name in sets if name != "photo"]
         for group in (self.style_sets, [f"face_{name}" for name in self.style_sets] if faces else []):
             for name in group[1:]:
                 if (faces | sets)[name].names != (faces | sets)[group[0]].names:
                     raise RuntimeFailure(f"image set {name} does not match {group[0]} file by file; re-run the stages making them")
-        self.steps_per_epoch = math.ceil(len(sets["photo"].names) / loop.batch_size)
+        global_batch = loop.batch_size * world_size
+        self.steps_per_epoch = math.ceil(len(sets["photo"].names) / global_batch)
         if loop.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, loop.max_steps_per_epoch)
         self.face_every = loop.face_every if faces else 0
-        self.face_batches = math.ceil(len(faces["face_photo"].names) / loop.batch_size) if faces else 0
+        self.face_batches = math.ceil(len(faces["face_photo"].names) / global_batch) if faces else 0
         self.total_steps = _total_steps(loop.epochs, self.steps_per_epoch, self.face_every)
         self._orders: dict[str, tuple[int, tuple[torch.Tensor, torch.Tensor | None]]] = {}  # per kind: (epoch, shuffles)
 
@@ -155,15 +165,45 @@ class BatchSource:
         return data_digest(self.sets | self.faces)
 
     def draw(self, step: int) -> tuple[Batch, bool]:
-        """The batch of global step ``step``, and whether it completes a scenery epoch."""
+        """This rank's batch of global step ``step``, and whether it completes a scenery epoch."""
         slot = _slot(step, self.steps_per_epoch, self.face_every, self.face_batches)
         prefix, group, salt = ("face_", self.faces, 2) if slot.faces else ("", self.sets, 0)
         if self._orders.get(prefix, (None,))[0] != slot.epoch:  # shuffles depend on (seed, epoch) only
             self._orders[prefix] = (slot.epoch, _epoch_orders(group, prefix, self.style_sets, self.loop.seed, slot.epoch, salt))
         photo_order, style_order = self._orders[prefix][1]
-        positions = torch.arange(slot.index * self.loop.batch_size, (slot.index + 1) * self.loop.batch_size)
+        within = torch.arange(slot.index * self.loop.batch_size, (slot.index + 1) * self.loop.batch_size)
+        positions = within * self.world_size + self.rank  # this rank's share of the epoch's order
         batch = {"photo": group[f"{prefix}photo"].batch(photo_order[positions % len(photo_order)], self.device)}
         if style_order is not None:
             pick = style_order[positions % len(style_order)]
             batch.update({name: group[prefix + name].batch(pick, self.device) for name in self.style_sets})
         return batch, slot.epoch_done
+
+
+class Prefetch:
+    """This rank's batches from global step ``first`` to the end, each drawn in a background
+    thread while the step before it runs (reading rows, converting, copying to the device).
+
+    Batches depend on the step alone, so they are exactly those drawn in line; one thread draws
+    them one at a time, in step order (the source's shuffle cache has no other user). Use as a
+    context manager: leaving it (end, error, Ctrl-C) cancels the draw not started and waits for
+    the one running, so no thread outlives the phase.
+    """
+
+    def __init__(self, source: BatchSource, first: int) -> None:
+        self.source, self.first = source, first
+
+    def __enter__(self) -> Prefetch:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-prefetch")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __iter__(self) -> Iterator[tuple[Batch, bool]]:
+        total = self.source.total_steps
+        pending = self._pool.submit(self.source.draw, self.first) if self.first < total else None
+        for step in range(self.first, total):
+            drawn = pending.result()  # type: ignore[union-attr]
+            pending = self._pool.submit(self.source.draw, step + 1) if step + 1 < total else None
+            yield drawn

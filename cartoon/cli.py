@@ -130,11 +130,23 @@ def gray(
 
 def _phase(phase: str, params_path: Path, sets: dict[str, Path | None], model_dir: Path,
            reports: Path, checkpoint: Path, init: Path | None) -> None:
-    """Run a training phase; ``sets`` maps every image-set name to its store or folder (methods pick theirs)."""
+    """Run a training phase; ``sets`` maps every image-set name to its store or folder (methods pick theirs).
+    With ``<phase>.distributed`` asking for several processes, this command re-runs itself in
+    each of them under torchrun (``cartoon.launch``) and exits with the first failure's code."""
+    from cartoon.launch import is_main_process, launch, needs_launch
+
+    params = _load_run(params_path)
+    distributed = getattr(params, phase).distributed
+    if needs_launch(distributed):
+        code = launch(distributed)
+        if code:
+            raise typer.Exit(code)
+        return
     from cartoon.training import PhaseOutputs, run_phase
 
-    metrics = run_phase(phase, _load_run(params_path), sets, PhaseOutputs(model_dir, reports, checkpoint), init)  # type: ignore[arg-type]
-    console.print(f"{phase}: {metrics['steps']} steps in {metrics['seconds']} s; final losses {metrics['final_loss']}")
+    metrics = run_phase(phase, params, sets, PhaseOutputs(model_dir, reports, checkpoint), init)  # type: ignore[arg-type]
+    if is_main_process():
+        console.print(f"{phase}: {metrics['steps']} steps in {metrics['seconds']} s; final losses {metrics['final_loss']}")
 
 
 _SET = "a .npy image store, or a folder of same-size images"

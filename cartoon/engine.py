@@ -1,10 +1,22 @@
-"""How a phase's steps run on the device: numeric precision and memory layout, through Lightning Fabric.
+"""How a phase's steps run on the devices: numeric precision, memory layout and data-parallel
+processes, through Lightning Fabric.
 
 The method keeps its own networks and optimisers (so checkpoints and saved generators do not
 change); the engine only supplies the autocast region of a step, the backward (with fp16's
 gradient scaling) and each optimiser's update (fp16: unscaled first, skipped when the scaled
 gradients overflowed). At fp32, Fabric's "32-true" changes no op: results are bitwise those of
 plain PyTorch.
+
+With several processes (``distributed``, started by torchrun: ``cartoon.launch``), Fabric's DDP
+strategy wraps every network separately (a GAN's networks update at different moments from
+different losses): a step's forward through ``Method.synced`` and its backward average the
+gradients over the processes, so W processes of batch B update like one of batch W x B when
+the losses are batch means and no layer mixes samples (the methods use instance, group and
+layer norms, never batch norm). Buffers are not broadcast (``broadcast_buffers=False``): the
+only buffers are spectral norm's power-iteration vectors (CartoonGAN has none; the AnimeGANv2
+and White-box discriminators do), which every rank updates from the same weights by the same
+iteration, so they stay equal without a broadcast before every forward, which would add a
+collective to each of the several discriminator passes a step makes.
 
 ``precision: auto`` picks bf16 only where bf16 is fast: a CUDA device that supports it, or a
 CPU with AMX or AVX512-BF16. Elsewhere bf16 is emulated and slow (a CartoonGAN step on this
@@ -19,8 +31,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from lightning_fabric import Fabric
+from lightning_fabric.strategies import DDPStrategy
+from torch import nn
 
 from cartoon.errors import UsageError
+from cartoon.launch import torchrun_world_size
+from cartoon.params import DistributedParams
 from cartoon.progress import console
 
 if TYPE_CHECKING:
@@ -56,22 +72,50 @@ def resolve_precision(choice: str, device: torch.device, key: str) -> Precision:
 
 
 class Engine:
-    """Runs a method's steps at ``precision`` with ``channels_last`` memory layout or not, on one device."""
+    """Runs a method's steps at ``precision`` with ``channels_last`` memory layout or not, in one
+    process or in each of ``distributed.world_size`` data-parallel ones."""
 
-    def __init__(self, device: torch.device, precision: Precision, channels_last: bool = False) -> None:
-        self.device, self.precision, self.channels_last = device, precision, channels_last
+    def __init__(self, device: torch.device, precision: Precision, channels_last: bool = False,
+                 distributed: DistributedParams | None = None, key: str = "train.distributed") -> None:
+        self.precision, self.channels_last = precision, channels_last
+        self.world_size = distributed.world_size if distributed else 1
         with warnings.catch_warnings():  # Fabric's hints about multi-device setups do not apply to one process
             warnings.simplefilter("ignore")
-            self.fabric = Fabric(accelerator=device.type, devices=1, precision=_FABRIC_PRECISION[precision])
+            if self.world_size == 1:
+                self.fabric = Fabric(accelerator=device.type, devices=1, precision=_FABRIC_PRECISION[precision])
+            else:
+                self.fabric = _data_parallel_fabric(device, precision, distributed, key)  # type: ignore[arg-type]
+                self.fabric.launch()  # joins the processes torchrun started
+        self.device = device if self.world_size == 1 else self.fabric.device  # each rank its own GPU
+        self.rank = self.fabric.global_rank
+        self.is_main = self.rank == 0
         self._optimizers: dict[str, Any] = {}  # Fabric's wrappers (_FabricOptimizer), by optimiser name
+        self._wrapped: dict[str, nn.Module] = {}  # Fabric's DDP wrappers, by network name
 
     def attach(self, method: Method) -> None:
         """Route ``method``'s backward and updates through this engine; call after ``method.setup``
-        so the phase's networks exist. The networks stay the same objects (their layout may change)."""
+        so the phase's networks exist. The networks stay the same objects (their layout may change);
+        with several processes each is also wrapped for data parallelism (``Method.synced``)."""
         method.engine = self
         if self.channels_last:
             for module in (method.features, *method.networks.values()):
                 module.to(memory_format=torch.channels_last)
+        if self.world_size > 1:
+            self._wrapped = {name: self.fabric.setup_module(network) for name, network in method.networks.items()}
+
+    def wrapped(self, name: str, network: nn.Module) -> nn.Module:
+        """What a step calls to train ``network``: its data-parallel wrapper, or itself in one process."""
+        return self._wrapped.get(name, network)
+
+    def sum_over_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        return values if self.world_size == 1 else self.fabric.all_reduce(values, reduce_op="sum")
+
+    def mean_over_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        return values if self.world_size == 1 else self.fabric.all_reduce(values, reduce_op="mean")
+
+    def from_main(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (``obj`` itself in one process)."""
+        return obj if self.world_size == 1 else self.fabric.broadcast(obj, src=0)
 
     def batch(self, batch: Batch) -> Batch:
         """The step's images in the engine's memory layout."""
@@ -92,3 +136,20 @@ class Engine:
         with torch.autocast(self.device.type, enabled=False):
             self.fabric.backward(loss)
             wrapped.step()
+
+
+def _data_parallel_fabric(device: torch.device, precision: Precision, distributed: DistributedParams, key: str) -> Fabric:
+    """Fabric's DDP strategy for this process of a torchrun group that matches ``distributed``."""
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"{key}: data-parallel training runs on CUDA or the CPU, not {device.type}")
+    started = torchrun_world_size()
+    if started is None:
+        raise UsageError(f"{key} asks for {distributed.world_size} processes: start the phase with `cartoon` "
+                         "(it launches them) or under torchrun")
+    if started != distributed.world_size:
+        raise UsageError(f"{key}: torchrun started {started} processes, the params ask for {distributed.world_size} "
+                         "(nproc_per_node x nnodes)")
+    backend = {"auto": "nccl" if device.type == "cuda" else "gloo"}.get(distributed.backend, distributed.backend)
+    strategy = DDPStrategy(process_group_backend=backend, broadcast_buffers=False)
+    return Fabric(accelerator=device.type, devices=distributed.nproc_per_node, num_nodes=distributed.nnodes,
+                  strategy=strategy, precision=_FABRIC_PRECISION[precision])

@@ -95,11 +95,32 @@ class VggParams(Section):
     )
 
 
+class DistributedParams(Section):
+    """Multi-process data-parallel training (README: Multi-process training). One process per device;
+    ``nproc_per_node * nnodes`` processes in all, each drawing ``batch_size`` images per step."""
+
+    nproc_per_node: int = Field(1, ge=1, description="processes (one per GPU, or CPU processes) on each node; above 1 overall, the stage re-launches itself under torchrun")
+    nnodes: int = Field(1, ge=1, description="nodes (machines) taking part; each runs the same command with its own node_rank")
+    node_rank: int = Field(0, ge=0, description="this node's index, 0 to nnodes - 1; node 0 hosts the rendezvous")
+    rdzv_endpoint: str = Field("127.0.0.1:29500", pattern=r"^\S+:\d+$", description="host:port of node 0 where the processes meet (torchrun --rdzv_endpoint)")
+    backend: Literal["auto", "nccl", "gloo"] = Field("auto", description="collective backend: auto = nccl on CUDA, gloo on the CPU")
+
+    @model_validator(mode="after")
+    def _node_rank_in_range(self) -> DistributedParams:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank must be below nnodes ({self.nnodes})")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+
 class LoopParams(Section):
     """Settings every method's training loop shares (the method owns its learning rates and losses)."""
 
     epochs: int = Field(1, ge=1)
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="images per step and process: with W processes a step trains on W * batch_size")
     log_every: int = Field(10, ge=1, description="steps between loss logs")
     sample_every: int = Field(100, ge=1, description="steps between sample grids")
     checkpoint_every: int = Field(100, ge=1, description="steps between resumable checkpoints")
@@ -125,6 +146,7 @@ class LoopParams(Section):
     channels_last: bool = Field(
         False, description="keep networks and batches in channels-last memory layout (faster convolutions on tensor cores and oneDNN)"
     )
+    distributed: DistributedParams = DistributedParams()
 
 
 class EvaluateParams(Section):

@@ -12,7 +12,7 @@ T = TypeVar("T")
 console = Console(stderr=True, soft_wrap=True)
 
 
-def progress() -> Progress:
+def progress(disable: bool = False) -> Progress:
     """A Progress with counts, elapsed and remaining time; use as a context manager."""
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -23,6 +23,7 @@ def progress() -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=False,
+        disable=disable,
     )
 
 

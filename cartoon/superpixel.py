@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
@@ -329,27 +330,60 @@ def structure_image(image: np.ndarray, method: SuperpixelMethod = "slic", n_segm
     return paint(labels, adaptive_colours(stats["mean"], stats["std"], stats["median"]))
 
 
-def structure(images: torch.Tensor, method: SuperpixelMethod = "slic", n_segments: int = 200, workers: int = 4) -> torch.Tensor:
-    """Superpixel images of an N,3,H,W batch in [-1, 1], same device and dtype, no gradient.
+class StructurePool:
+    """Superpixel images of N,3,H,W batches in [-1, 1] (same device and dtype, no gradient),
+    computed beside the training step by threads kept for a whole phase.
 
-    ``slic`` on a GPU (or MPS) runs batched on the device (``slic_tensor``), so the step never
-    waits on a copy to the CPU; on the CPU, scikit-image's SLIC is faster than the batched one
-    (benchmarks/bench_superpixel.py) and is used instead. ``felzenszwalb`` always runs on the
-    CPU. CPU images are spread over ``workers`` threads (scikit-image releases the GIL in parts).
+    ``submit`` returns at once with a callable that waits for the result: White-box submits its
+    output right after the generator's forward and collects the superpixels for the generator's
+    loss, so the segmentation overlaps the discriminators' update. On the CPU each image is one
+    job (scikit-image releases the GIL in parts), read, segmented and painted on ``workers``
+    threads; the results come back in batch order and equal a serial run's. ``slic`` on a GPU (or
+    MPS) runs batched on the device instead (``slic_tensor``), queued at ``submit``: there
+    scikit-image would cost a copy to the CPU, while on the CPU it is faster than the batched one
+    (benchmarks/bench_superpixel.py). ``felzenszwalb`` always runs on the CPU. The submitted
+    images must not be modified in place until collected.
     """
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected an N,3,H,W batch, got shape {tuple(images.shape)}")
-    if method not in ("slic", "felzenszwalb"):
-        raise ValueError(f"unknown superpixel method {method!r} (use slic or felzenszwalb)")
-    with torch.no_grad():
-        if method == "slic" and images.device.type != "cpu":
-            labels, k = slic_tensor(images, n_segments)
-            return paint_mean(images.detach().clamp(-1, 1), labels, k)
-        batch = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        if workers <= 1 or len(batch) <= 1:
-            outputs = [structure_image(image, method, n_segments) for image in batch]
-        else:
-            with ThreadPoolExecutor(max_workers=min(workers, len(batch))) as pool:
-                outputs = list(pool.map(lambda image: structure_image(image, method, n_segments), batch))
-        result = torch.from_numpy(np.stack(outputs)).to(images.device).permute(0, 3, 1, 2)
-        return result.to(images.dtype) / 127.5 - 1
+
+    def __init__(self, method: SuperpixelMethod = "slic", n_segments: int = 200, workers: int = 4) -> None:
+        if method not in ("slic", "felzenszwalb"):
+            raise ValueError(f"unknown superpixel method {method!r} (use slic or felzenszwalb)")
+        self.method, self.n_segments = method, n_segments
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="superpixel")
+
+    def submit(self, images: torch.Tensor) -> Callable[[], torch.Tensor]:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected an N,3,H,W batch, got shape {tuple(images.shape)}")
+        images = images.detach()
+        if self.method == "slic" and images.device.type != "cpu":
+            with torch.no_grad():
+                labels, k = slic_tensor(images, self.n_segments)
+                painted = paint_mean(images.clamp(-1, 1), labels, k)
+            return lambda: painted
+        jobs = [self._pool.submit(self._one, image) for image in images]
+
+        def collect() -> torch.Tensor:
+            result = torch.from_numpy(np.stack([job.result() for job in jobs])).to(images.device).permute(0, 3, 1, 2)
+            return result.to(images.dtype) / 127.5 - 1
+
+        return collect
+
+    def _one(self, image: torch.Tensor) -> np.ndarray:
+        """One 3,H,W image in [-1, 1] as uint8 (a device image is copied here, not in the step), segmented and painted."""
+        pixels = ((image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        return structure_image(pixels, self.method, self.n_segments)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> StructurePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def structure(images: torch.Tensor, method: SuperpixelMethod = "slic", n_segments: int = 200, workers: int = 4) -> torch.Tensor:
+    """Superpixel images of one N,3,H,W batch in [-1, 1], waiting for them (``StructurePool``)."""
+    with StructurePool(method, n_segments, workers) as pool:
+        return pool.submit(images)()

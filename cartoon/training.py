@@ -9,12 +9,22 @@ reports, registered model). Reports are metrics.json and losses.csv, equal on a 
 wall-clock figures apart in timing.json. Checkpoints are written atomically every
 ``checkpoint_every`` steps and at each epoch end; a NaN/inf loss stops the run with the last
 good checkpoint kept.
+
+A step never waits for the device: its batch was drawn in the background while the previous
+step ran (``Prefetch``), and its losses stay tensors. The loop reads them back only where it
+logs, samples, saves and ends: there the finite guard is checked (one read-back) and, at log
+points, the losses become floats (averaged over the ranks).
+
+With several processes (``<phase>.distributed``), every rank trains on its share of each batch;
+rank 0 alone tracks to MLflow, draws sample grids, writes checkpoints, reports and the
+generator and registers it.
 """
 
 from __future__ import annotations
 
 import csv
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +36,8 @@ from torchvision.utils import make_grid
 
 from cartoon import tracking
 from cartoon.artifacts import load_generator, save_generator, write_json
-from cartoon.batches import BatchSource, ImageSet, load_face_sets, load_image_set
-from cartoon.checkpoints import Bookkeeper, fingerprint
+from cartoon.batches import BatchSource, ImageSet, Prefetch, load_face_sets, load_image_set
+from cartoon.checkpoints import Bookkeeper, FiniteGuard, fingerprint
 from cartoon.engine import Engine, resolve_precision
 from cartoon.errors import UsageError
 from cartoon.inference import to_uint8
@@ -158,31 +168,43 @@ def run_phase(
     init: Path | None = None,
 ) -> dict[str, Any]:
     """Train one phase of the selected method; returns the metrics written to metrics.json and
-    the timing written to timing.json."""
+    the timing written to timing.json (on every rank; rank 0 writes them)."""
     loop: LoopParams = getattr(params, phase)
     device = pick_device(loop.device)
     if loop.threads:
         torch.set_num_threads(loop.threads)
-    torch.manual_seed(loop.seed)
-    method, init_digest = _build_method(params, phase, data, device, init)
+    precision = resolve_precision(loop.precision, device, f"{phase}.precision")
+    engine = Engine(device, precision, loop.channels_last, loop.distributed, f"{phase}.distributed")
+    torch.manual_seed(loop.seed)  # the same on every rank (cartoon.checkpoints: RNG states)
+    method, init_digest = _build_method(params, phase, data, engine.device, init)
+    try:
+        return _run(phase, params, loop, data, outputs, method, init_digest, engine, precision)
+    finally:
+        method.close()
+
+
+def _run(phase: Phase, params: Params, loop: LoopParams, data: dict[str, Path | None], outputs: PhaseOutputs,
+         method: Method, init_digest: str, engine: Engine, precision: str) -> dict[str, Any]:
     needed = type(method).sets[phase]
     source = BatchSource({name: load_image_set(data[name], name) for name in needed},
-                         load_face_sets(data, needed, loop.face_every), loop, device)
+                         load_face_sets(data, needed, loop.face_every), loop, engine.device, engine.rank, engine.world_size)
     method.setup(phase, loop.epochs, source.steps_per_epoch)
-    precision = resolve_precision(loop.precision, device, f"{phase}.precision")
-    engine = Engine(device, precision, loop.channels_last)
     engine.attach(method)
     data_sha = source.digest()
     features = method.features
     books = Bookkeeper(outputs.checkpoint, fingerprint(phase, params, loop, data_sha, init_digest,
-                                                       f"{features.source}@{features.layer}", precision))
+                                                       f"{features.source}@{features.layer}", precision),
+                       writer=engine.is_main, share=engine.from_main)
     state = books.resume(method)
-    sample_photos = source.sets["photo"].batch(torch.arange(min(SAMPLE_COUNT, len(source.sets["photo"].names))), device)
+    sample_photos = source.sets["photo"].batch(torch.arange(min(SAMPLE_COUNT, len(source.sets["photo"].names))), engine.device)
 
-    with _start_run(params, state["run_id"], f"{method.name}-{phase}") as run:
-        state["run_id"] = run.info.run_id
-        callback = MlflowCallback(params, method, phase, data_sha, source.face_images, precision)
-        callback.on_start(resumed=state["global_step"] > 0)
+    run_context = _start_run(params, state["run_id"], f"{method.name}-{phase}") if engine.is_main else nullcontext()
+    with run_context as run:
+        callback = None
+        if engine.is_main:
+            state["run_id"] = run.info.run_id
+            callback = MlflowCallback(params, method, phase, data_sha, source.face_images, precision)
+            callback.on_start(resumed=state["global_step"] > 0)
         last, grid = _loop(phase, method, engine, source, loop, books, state, callback, sample_photos)
 
         metrics = {
@@ -191,47 +213,60 @@ def run_phase(
         }  # fmt: skip
         # Wall-clock figures vary from run to run, so they stay out of metrics.json (whose reruns
         # must compare equal) and go to MLflow and timing.json.
+        images = state["global_step"] * loop.batch_size * engine.world_size
         timing = {
             "seconds": round(state["seconds"], 2),
-            "images_per_second": round(state["global_step"] * loop.batch_size / max(state["seconds"], 1e-9), 3),
+            "images_per_second": round(images / max(state["seconds"], 1e-9), 3),
         }
-        callback.on_end(timing, grid if grid is not None else _sample_grid(method, sample_photos))
-        _write_outputs(phase, params, method, source, state, run, outputs, metrics, timing)
+        if callback is not None:
+            callback.on_end(timing, grid if grid is not None else _sample_grid(method, sample_photos))
+            _write_outputs(phase, params, method, source, state, run, outputs, metrics, timing)
     books.finish()
     return metrics | timing
 
 
 def _loop(phase: Phase, method: Method, engine: Engine, source: BatchSource, loop: LoopParams, books: Bookkeeper,
-          state: dict[str, Any], callback: MlflowCallback, sample_photos: torch.Tensor) -> tuple[dict[str, float], np.ndarray | None]:
+          state: dict[str, Any], callback: MlflowCallback | None,
+          sample_photos: torch.Tensor) -> tuple[dict[str, float], np.ndarray | None]:
     """Steps from ``state["global_step"]`` to the end, each in the engine's precision; returns the
-    last losses and sample grid (grids are drawn outside autocast, in fp32)."""
+    last logged losses and sample grid (grids are drawn outside autocast, in fp32, by rank 0).
+    ``callback`` is rank 0's tracking (None on the other ranks)."""
     started, seconds_before = time.monotonic(), state["seconds"]
+    guard = FiniteGuard(state["global_step"], engine.sum_over_ranks)
     last: dict[str, float] = {}
     grid = None
-    with progress() as bar:
+    with progress(disable=not engine.is_main) as bar, Prefetch(source, state["global_step"]) as batches:
         task = bar.add_task(f"{phase} {method.name}", total=source.total_steps, completed=state["global_step"], status="")
-        while state["global_step"] < source.total_steps:
+        for batch, epoch_done in batches:
             step = state["global_step"] + 1  # counted from 1 in logs and messages
-            batch, epoch_done = source.draw(step - 1)
-            try:
-                with engine.autocast():
-                    losses = method.step(phase, engine.batch(batch))
-            except NonFiniteLoss as exc:
-                raise books.stopped(phase, step, exc) from None
+            with engine.autocast():
+                losses = method.step(phase, engine.batch(batch))
+            guard.watch(losses)
             state["global_step"] = step
-            last = books.checked(phase, step, losses)
-            if step % loop.log_every == 0 or step == source.total_steps:
+            log_now = step % loop.log_every == 0 or step == source.total_steps
+            sample_now = step % loop.sample_every == 0 or step == source.total_steps
+            save_now = epoch_done or step % loop.checkpoint_every == 0
+            if log_now or sample_now or save_now:
+                try:  # before anything is logged or saved: a non-finite loss never reaches a checkpoint
+                    guard.verify(step)
+                except NonFiniteLoss as exc:
+                    raise books.stopped(phase, step, exc) from None
+            if log_now:
+                values = engine.mean_over_ranks(torch.stack([loss.detach().float() for loss in losses.values()]))
+                last = dict(zip(losses, values.tolist()))
                 state["history"].append({"step": step, **last})
-                callback.on_log(step, last)
-            if step % loop.sample_every == 0 or step == source.total_steps:
+                if callback is not None:
+                    callback.on_log(step, last)
+                bar.update(task, status=" ".join(f"{k}={v:.3g}" for k, v in list(last.items())[:3]))
+            if sample_now and callback is not None:
                 grid = _sample_grid(method, sample_photos)
                 callback.on_sample(step, grid)
             if epoch_done:
                 method.end_epoch()
-            if epoch_done or step % loop.checkpoint_every == 0:
+            if save_now:
                 state["seconds"] = seconds_before + time.monotonic() - started
                 books.save(method, state)
-            bar.update(task, advance=1, status=" ".join(f"{k}={v:.3g}" for k, v in list(last.items())[:3]))
+            bar.update(task, advance=1)
     state["seconds"] = seconds_before + time.monotonic() - started
     return last, grid
 

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from cartoon.guided_filter import guided_filter
 from cartoon.methods import animeganv2, available_methods, cartoongan, whitebox
 from cartoon.methods.animeganv2 import AnimeGANv2, colour_loss, gram
+from cartoon.checkpoints import FiniteGuard
 from cartoon.methods.base import NonFiniteLoss
 from cartoon.methods.cartoongan import CartoonGAN
 from cartoon.methods.whitebox import WhiteBox, surface, to_gray
@@ -186,8 +187,8 @@ def test_whitebox_representations_are_of_the_right_images(monkeypatch):
         structured.append(images.detach().clone())
         return images.mean(dim=(2, 3), keepdim=True).expand_as(images)
 
-    monkeypatch.setattr(whitebox, "structure", one_region)
     method = _with_stand_ins(monkeypatch, whitebox, WhiteBox, {"generator": {"width": 4, "n_blocks": 1}})
+    monkeypatch.setattr(method.structure_pool, "submit", lambda images: lambda: one_region(images))
     t = method.params.train
     losses = method.step("train", {name: SETS[name] for name in WhiteBox.sets["train"]})
 
@@ -237,30 +238,40 @@ def _tiny(name: str, features: nn.Module):
     return method
 
 
-def _parameters(module: nn.Module) -> dict[str, torch.Tensor]:
-    """Trainable parameters only: spectral norm's power-iteration buffers move on every forward."""
-    return {key: value.detach().clone() for key, value in module.named_parameters()}
-
-
-def _unchanged(before: dict[str, torch.Tensor], module: nn.Module) -> bool:
-    return all(torch.equal(before[key], value) for key, value in module.named_parameters())
+def _guarded_step(method, batch) -> FiniteGuard:
+    """One train step watched by the loop's guard, as ``cartoon.training`` runs it."""
+    guard = FiniteGuard()
+    guard.watch(method.step("train", batch))
+    return guard
 
 
 @pytest.mark.parametrize("name", list(available_methods()))
-def test_nan_photo_in_train_step_stops_before_any_network_changes(name):
+def test_nan_photo_in_train_step_is_caught_by_the_guard_naming_every_term(name):
+    """The step itself runs on without reading the loss back (no wait for the device); the guard
+    names the non-finite terms at its check, which the loop runs before anything is saved."""
     method = _tiny(name, nn.Identity())
-    before = {net: _parameters(module) for net, module in method.networks.items()}
     batch = {key: SETS[key] for key in method.sets["train"]} | {"photo": torch.full_like(PHOTOS, float("nan"))}
-    with pytest.raises(NonFiniteLoss):
-        method.step("train", batch)
-    for net, module in method.networks.items():
-        assert _unchanged(before[net], module), f"{net} was updated from a NaN loss"
+    guard = _guarded_step(method, batch)
+    with pytest.raises(NonFiniteLoss, match=r"g_total.* at step 1$"):
+        guard.verify(1)
 
 
 @pytest.mark.parametrize("name", list(available_methods()))
-def test_nan_generator_loss_in_train_step_stops_before_the_generator_changes(name):
+def test_nan_generator_loss_is_caught_and_finite_terms_are_not_named(name):
     method = _tiny(name, NaNFeatures())
-    before = _parameters(method.generator)
-    with pytest.raises(NonFiniteLoss, match="generator"):
-        method.step("train", {key: SETS[key] for key in method.sets["train"]})
-    assert _unchanged(before, method.generator)
+    guard = _guarded_step(method, {key: SETS[key] for key in method.sets["train"]})
+    with pytest.raises(NonFiniteLoss, match="g_total") as caught:
+        guard.verify(1)
+    assert "d_total" not in str(caught.value)  # the discriminators' losses use no VGG and stayed finite
+
+
+def test_guard_names_the_steps_since_its_last_check_and_then_starts_afresh():
+    guard = FiniteGuard(verified_through=4)
+    guard.watch({"a": torch.tensor(1.0), "b": torch.tensor(2.0)})
+    guard.verify(5)
+    for value in (1.0, float("inf"), 1.0):
+        guard.watch({"a": torch.tensor(value), "b": torch.tensor(2.0)})
+    with pytest.raises(NonFiniteLoss, match=r"in a at a step from 6 to 8"):
+        guard.verify(8)
+    guard.watch({"a": torch.tensor(1.0), "b": torch.tensor(2.0)})
+    guard.verify(9)  # counts were reset at the check

@@ -333,16 +333,16 @@ class AnimeGANv2(Method):
         if phase == "pretrain":
             # Unweighted: the pretrain stage must not depend on train.* (DVC tracks it on
             # generator + pretrain params only), and Adam is nearly invariant to the scale anyway.
-            content = self.content_loss(self.generator(photo), photo)
+            content = self.content_loss(self.synced("generator")(photo), photo)
             self.optimise("generator", content)
             return {"content": content.detach()}
 
         w = self.weights
-        generated = self.generator(photo)
+        generated = self.synced("generator")(photo)
         set_requires_grad(self.discriminator, True)
         # One pass over all four sets (layer norm is per sample, so this equals four passes).
         inputs = [batch["cartoon"], generated.detach(), batch["cartoon_gray"], batch["smooth_gray"]]
-        scores = self.discriminator(torch.cat(inputs)).split([x.shape[0] for x in inputs])
+        scores = self.synced("discriminator")(torch.cat(inputs)).split([x.shape[0] for x in inputs])
         d_real = lsgan(scores[0], 1.0)
         d_fake = lsgan(scores[1], 0.0)
         d_gray = lsgan(scores[2], 0.0)

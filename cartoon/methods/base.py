@@ -37,9 +37,15 @@ class StepEngine(Protocol):
 
     def backward_and_step(self, loss: torch.Tensor, name: str, optimizer: torch.optim.Optimizer) -> None: ...
 
+    def wrapped(self, name: str, network: nn.Module) -> nn.Module: ...
+
 
 class NonFiniteLoss(ArithmeticError):
-    """A loss became NaN or infinite; raised before the optimiser would spread it into the weights."""
+    """A loss became NaN or infinite. Steps never wait on the device to find out: the training
+    loop's guard (``cartoon.checkpoints.FiniteGuard``) keeps an all-finite flag on the device and
+    raises this at its next check (log, sample and checkpoint points, the end), before anything is
+    logged or saved. The steps in between may have applied non-finite updates; since the phase
+    stops before any save, those weights never reach a checkpoint or a saved generator."""
 
 
 class Method(ABC):
@@ -93,6 +99,10 @@ class Method(ABC):
         """Values the method derives from its params (e.g. preset loss weights), logged with the run."""
         return {}
 
+    def close(self) -> None:
+        """Release what ``setup`` started besides tensors (worker pools); the loop calls it when the
+        phase ends, however it ends."""
+
     def end_epoch(self) -> None:
         for scheduler in self.schedulers.values():
             scheduler.step()
@@ -110,11 +120,19 @@ class Method(ABC):
             for name, obj in objs.items():
                 obj.load_state_dict(state[f"{kind}.{name}"])
 
+    def synced(self, name: str) -> nn.Module:
+        """Network ``name`` as a step calls it when the loss updates that network: under
+        data-parallel training, the engine's wrapper, whose backward averages the gradients over
+        the processes; otherwise the network itself. A forward whose loss must not update the
+        network (a frozen discriminator under the generator's loss) calls the network itself: a
+        wrapper would wait for gradients that never come."""
+        network = self.networks[name]
+        return network if self.engine is None else self.engine.wrapped(name, network)
+
     def optimise(self, name: str, loss: torch.Tensor) -> None:
-        """Backpropagate ``loss`` into optimiser ``name``; a non-finite loss stops before any update.
+        """Backpropagate ``loss`` into optimiser ``name``. No check here: reading the loss would make
+        the step wait for the device (``NonFiniteLoss`` says where non-finite losses are caught).
         With an engine attached, its precision handles the backward and the update (fp16 scaling)."""
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"{name} loss is {loss.item()}")
         optimizer = self.optimizers[name]
         optimizer.zero_grad(set_to_none=True)
         if self.engine is None:

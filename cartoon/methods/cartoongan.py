@@ -165,15 +165,16 @@ class CartoonGAN(Method):
     def step(self, phase: Phase, batch: Batch) -> dict[str, torch.Tensor]:
         photo = batch["photo"]
         if phase == "pretrain":
-            loss = self.content_loss(self.generator(photo), photo)
+            loss = self.content_loss(self.synced("generator")(photo), photo)
             self.optimise("generator", loss)
             return {"content": loss.detach()}
 
-        generated = self.generator(photo)
+        generated = self.synced("generator")(photo)
         set_requires_grad(self.discriminator, True)
-        d_real = _bce(self.discriminator(batch["cartoon"]), 1.0)
-        d_fake = _bce(self.discriminator(generated.detach()), 0.0)
-        d_edge = _bce(self.discriminator(batch["smooth"]), 0.0)
+        discriminator = self.synced("discriminator")
+        d_real = _bce(discriminator(batch["cartoon"]), 1.0)
+        d_fake = _bce(discriminator(generated.detach()), 0.0)
+        d_edge = _bce(discriminator(batch["smooth"]), 0.0)
         d_loss = d_real + d_fake + d_edge
         self.optimise("discriminator", d_loss)
 

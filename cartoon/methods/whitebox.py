@@ -8,7 +8,8 @@ The output is pulled towards three "white-box" representations of cartoons:
   structure the superpixel image of the output (cartoon.superpixel: SLIC regions with their
             mean colour by default, or Felzenszwalb + selective-search merging + adaptive
             colouring), used as a VGG target, no gradient; SLIC runs batched on the training
-            GPU when there is one, otherwise (and felzenszwalb always) on the CPU;
+            GPU when there is one, otherwise (and felzenszwalb always) on the CPU, on a pool
+            of threads kept for the phase, overlapping the discriminators' update;
   texture   a random grayscale of the output, weights per batch r ~ U[0.199, 0.399],
             g ~ U[0.487, 0.687], b ~ U[0.014, 0.214], gray = (rR + gG + bB) / (r + g + b)
             (the reference divides by the weight sum, so the gray stays in [-1, 1]); the same
@@ -55,9 +56,9 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from cartoon.guided_filter import guided_filter
 from cartoon.methods import register
-from cartoon.methods.base import Batch, Method, MethodParams, NonFiniteLoss, Phase, lrelu, lsgan, set_requires_grad
+from cartoon.methods.base import Batch, Method, MethodParams, Phase, lrelu, lsgan, set_requires_grad
 from cartoon.params import Section
-from cartoon.superpixel import structure
+from cartoon.superpixel import StructurePool
 
 # Random grayscale weight ranges (RGB order), from the reference's colour shift.
 GRAY_RANGES = {"r": (0.199, 0.399), "g": (0.487, 0.687), "b": (0.014, 0.214)}
@@ -90,7 +91,7 @@ class TrainParams(Section):
         "slic", description="structure segmentation: slic (regions painted with their mean) | felzenszwalb (selective-search merging, adaptive colouring) (paper code: slic)"
     )
     n_segments: int = Field(200, ge=1, description="superpixels per image (paper: 200)")
-    workers: int = Field(4, ge=1, description="CPU threads computing the superpixel images of a batch (slic on a GPU runs batched there)")
+    workers: int = Field(4, ge=1, description="CPU threads computing the superpixel images of a batch beside the step (slic on a GPU runs batched there)")
 
 
 class WhiteBoxParams(MethodParams):
@@ -231,22 +232,22 @@ class WhiteBox(Method):
         self.optimizers = {
             name: torch.optim.Adam(net.parameters(), lr=t.lr, betas=t.betas) for name, net in self.networks.items()
         }
+        self.structure_pool = StructurePool(t.superpixel, t.n_segments, t.workers)
+
+    def close(self) -> None:
+        if hasattr(self, "structure_pool"):
+            self.structure_pool.close()
 
     def output(self, photo: torch.Tensor) -> torch.Tensor:
         """The training output: G(photo), guided-filtered by the photo (r=1, eps=1e-2 by default)."""
         t = self.params.train
-        raw = self.generator(photo)
+        raw = self.synced("generator")(photo)
         return raw if t.output_radius == 0 else guided_filter(photo, raw, t.output_radius, t.output_eps)
-
-    def superpixels(self, images: torch.Tensor) -> torch.Tensor:
-        """Structure representation of a batch (no gradient)."""
-        t = self.params.train
-        return structure(images, t.superpixel, t.n_segments, t.workers)
 
     def step(self, phase: Phase, batch: Batch) -> dict[str, torch.Tensor]:
         photo = batch["photo"]
         if phase == "pretrain":
-            generated = self.generator(photo)
+            generated = self.synced("generator")(photo)
             reconstruction = (generated.float() - photo).abs().mean()
             self.optimise("generator", reconstruction)  # pixel L1 only, as in the reference
             return {"reconstruction": reconstruction.detach()}
@@ -254,6 +255,7 @@ class WhiteBox(Method):
         t = self.params.train
         cartoon = batch["cartoon"]
         output = self.output(photo)
+        pending_target = self.structure_pool.submit(output)  # segmented while the discriminators update
         weights = random_gray_weights()  # one grayscale per batch, shared by output and cartoons
         with torch.no_grad():
             real_surface = surface(cartoon, t.surface_radius, t.surface_eps)
@@ -263,13 +265,12 @@ class WhiteBox(Method):
 
         set_requires_grad(self.surface_disc, True)
         set_requires_grad(self.texture_disc, True)
-        d_surface = 0.5 * (lsgan(self.surface_disc(real_surface), 1.0) + lsgan(self.surface_disc(fake_surface.detach()), 0.0))
-        d_texture = 0.5 * (lsgan(self.texture_disc(real_texture), 1.0) + lsgan(self.texture_disc(fake_texture.detach()), 0.0))
+        surface_disc, texture_disc = self.synced("surface_discriminator"), self.synced("texture_discriminator")
+        d_surface = 0.5 * (lsgan(surface_disc(real_surface), 1.0) + lsgan(surface_disc(fake_surface.detach()), 0.0))
+        d_texture = 0.5 * (lsgan(texture_disc(real_texture), 1.0) + lsgan(texture_disc(fake_texture.detach()), 0.0))
         d_total = d_surface + d_texture
         # The discriminators share no parameter, so each is updated from its own term (the
-        # gradients the sum would give); a non-finite sum stops before either is updated.
-        if not torch.isfinite(d_total):
-            raise NonFiniteLoss(f"discriminator loss is {d_total.item()} (surface {d_surface.item()}, texture {d_texture.item()})")
+        # gradients the sum would give).
         self.optimise("surface_discriminator", d_surface)
         self.optimise("texture_discriminator", d_texture)
 
@@ -277,7 +278,7 @@ class WhiteBox(Method):
         set_requires_grad(self.texture_disc, False)
         g_surface = lsgan(self.surface_disc(fake_surface), 1.0)
         g_texture = lsgan(self.texture_disc(fake_texture), 1.0)
-        target = self.superpixels(output)
+        target = pending_target()
         n = photo.shape[0]
         output_features = self.features(output)
         with torch.no_grad():
