@@ -10,6 +10,7 @@ import functools
 import json
 import warnings
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -219,6 +220,73 @@ def evaluate(
         run_id = json.loads(Path(mlflow_run).read_text())["run_id"]
     metrics = run(model, photos, out, _load_run(params), run_id)
     typer.echo(json.dumps(metrics, indent=2))
+
+
+_TILE_NOTE = "torch backend only: the onnx backend runs whole images"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Backend(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+
+
+@app.command()
+@handle_errors
+def cartoonize(
+    inputs: Annotated[list[Path], typer.Argument(help="photos: image files and/or folders (searched recursively)", show_default=False)],
+    out: Annotated[Path, typer.Option(help="output folder: PNGs, a folder input's layout mirrored under it", show_default=False)],
+    model: Annotated[str, typer.Option(help="generator folder, models:/NAME/VERSION, runs:/ID/generator; or an .onnx file from `cartoon export` with --backend onnx")] = "models/train",
+    device: Annotated[Device, typer.Option(help="auto: CUDA if available")] = Device.auto,
+    tile: Annotated[int | None, typer.Option(help=f"tile side in pixels; larger photos run in overlapping tiles (default 512; {_TILE_NOTE})", show_default=False)] = None,
+    overlap: Annotated[int | None, typer.Option(help=f"pixels shared by neighbouring tiles, cross-faded (default 128; {_TILE_NOTE})", show_default=False)] = None,
+    stats_side: Annotated[int | None, typer.Option(help=f"longer side of the whole-image pass that gives the norm statistics (default 1024; {_TILE_NOTE})", show_default=False)] = None,
+    backend: Annotated[Backend, typer.Option(help="torch: the trained generator; onnx: an exported .onnx file on onnxruntime")] = Backend.torch,
+    max_pixels: Annotated[int, typer.Option(help="decompression-bomb cap (width*height); larger photos are skipped")] = 40_000_000,
+) -> None:
+    """Cartoonize photos of any size. Unreadable files are skipped with a reason; the run ends
+    with a summary. Exit 2 for usage errors (no inputs, bad model reference), 1 if nothing could be done."""
+    from cartoon.cartoonize import cartoonize_files, plan_jobs, report, resolve_device, torch_cartoonizer
+    from cartoon.tiling import TileSettings
+
+    jobs = plan_jobs(inputs, out)
+    if not jobs:
+        raise UsageError(f"no images in {', '.join(map(str, inputs))}")
+    tiling = {"tile": tile, "overlap": overlap, "stats_side": stats_side}
+    if backend is Backend.onnx:
+        from cartoon.onnx_export import OnnxCartoonizer
+
+        given = [f"--{key.replace('_', '-')}" for key, value in tiling.items() if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)}: the onnx backend runs whole images (tiling is for the torch backend)")
+        run = OnnxCartoonizer(Path(model), device.value)
+    else:
+        settings = TileSettings(**{key: value for key, value in tiling.items() if value is not None})
+        run = torch_cartoonizer(model, settings, resolve_device(device.value))
+    report(cartoonize_files(jobs, run, max_pixels), out)
+
+
+@app.command()
+@handle_errors
+def export(
+    model: Annotated[str, typer.Argument(help="generator folder, or models:/NAME/VERSION (the file is then logged to that version's run)", show_default=False)],
+    out: Annotated[Path, typer.Option(help=".onnx file to write", show_default=False)],
+    file_format: Annotated[ExportFormat, typer.Option("--format", help="export format")] = ExportFormat.onnx,
+    tolerance: Annotated[float, typer.Option(help="max abs difference to PyTorch ([-1, 1] scale) that onnxruntime may show")] = 1e-3,
+) -> None:
+    """Export a trained generator with its method's inference step (dynamic height and width), checked against PyTorch."""
+    from cartoon.onnx_export import export_model
+
+    typer.echo(json.dumps(export_model(model, out, tolerance), indent=2))
 
 
 @app.command()

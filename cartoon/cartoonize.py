@@ -1,0 +1,130 @@
+"""`cartoon cartoonize`: photos of any size (files, or folders searched recursively) to cartoon PNGs.
+
+Inputs are untrusted: each file is decoded by ``cartoon.data.imageio.decode_image`` (the rules
+evaluate uses: pixel cap checked from the header, EXIF orientation, 16-bit, CMYK, palette), and
+a file that cannot be used is skipped with its reason instead of stopping the run. Output names
+come only from paths relative to an input folder (or an input file's own name), and every target
+is checked to resolve inside the output folder, so no name can write outside it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cartoon.data.imageio import IMAGE_SUFFIXES, ImageRejected, decode_image, write_png
+from cartoon.errors import RuntimeFailure, UsageError
+from cartoon.progress import console, track
+from cartoon.tiling import TiledCartoonizer, TileSettings
+
+
+@dataclass(frozen=True)
+class Job:
+    """One photo to cartoonize: where it is, how reports name it, where its cartoon goes."""
+
+    source: Path
+    label: str
+    target: Path
+
+
+@dataclass
+class Summary:
+    done: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def plan_jobs(inputs: list[Path], out_dir: Path) -> list[Job]:
+    """Every photo of ``inputs`` with its target: a folder's images (recursively, by suffix) keep
+    their path relative to that folder; a file keeps its name. Targets are ``.png``; when two
+    photos would share one (``a.jpg``, ``a.png``), the later keeps its full name (``a.jpg.png``)."""
+    missing = [str(path) for path in inputs if not path.exists()]
+    if missing:
+        raise UsageError(f"input not found: {', '.join(missing)}")
+    out_resolved = out_dir.resolve()
+    found: list[tuple[Path, Path, str]] = []  # (source, path relative to the output folder, label)
+    for path in inputs:
+        if path.is_dir():
+            for source in _images_below(path, skip=out_resolved):
+                relative = source.relative_to(path)
+                found.append((source, relative, str(path / relative)))
+        else:
+            found.append((path, Path(path.name), str(path)))
+    jobs, taken = [], set()
+    for source, relative, label in found:
+        target = relative.with_suffix(".png")
+        if target in taken:
+            target = relative.with_name(relative.name + ".png")
+        taken.add(target)
+        jobs.append(Job(source, label, _inside(out_resolved, target)))
+    return jobs
+
+
+def _images_below(folder: Path, skip: Path) -> list[Path]:
+    """Image files under ``folder`` by suffix, sorted; symlinked folders are not followed and the
+    output folder (when it lies inside) is left out, so a rerun does not cartoonize its own outputs."""
+    images = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(name for name in dirs if Path(root, name).resolve() != skip)
+        images += [Path(root, name) for name in files if Path(name).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(images)
+
+
+def _inside(out_dir: Path, relative: Path) -> Path:
+    """The target, its folder resolved (a symlinked subfolder leading out is refused); a symlink
+    at the target itself is replaced by the atomic write, never written through."""
+    target = (out_dir / relative.parent).resolve() / relative.name
+    if not target.is_relative_to(out_dir):
+        raise UsageError(f"refusing to write {target}: outside the output folder {out_dir}")
+    return target
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when there is one; asking for CUDA without one is a usage error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (use auto or cpu)")
+    return torch.device(device)
+
+
+def torch_cartoonizer(reference: str, settings: TileSettings, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+    """The trained generator behind ``reference`` (folder or MLflow URI) with its method's
+    inference step, tiled for any size."""
+    from cartoon.artifacts import load_cartoonizer
+    from cartoon.evaluate import resolve_model
+
+    if reference.endswith(".onnx"):
+        raise UsageError(f"{reference} is an ONNX file: run it with --backend onnx")
+    model, config = load_cartoonizer(resolve_model(reference))
+    return TiledCartoonizer(model, config["size_multiple"], settings, device)
+
+
+def cartoonize_files(jobs: list[Job], run: Callable[[np.ndarray], np.ndarray], max_pixels: int) -> Summary:
+    """Cartoonize every job with ``run``; unusable files are skipped with a reason."""
+    summary = Summary()
+    for job in track(jobs, "cartoonize"):
+        try:
+            photo = decode_image(job.source.read_bytes(), max_pixels)
+        except ImageRejected as exc:
+            summary.skipped.append({"file": job.label, "reason": exc.reason})
+            continue
+        except OSError as exc:
+            summary.skipped.append({"file": job.label, "reason": f"cannot read ({exc.strerror or type(exc).__name__})"})
+            continue
+        write_png(job.target, run(photo))
+        summary.done.append(job.label)
+    return summary
+
+
+def report(summary: Summary, out_dir: Path) -> None:
+    """Print what was done and every skipped file with its reason; all skipped is a runtime failure."""
+    console.print(f"cartoonize: {len(summary.done)} done, {len(summary.skipped)} skipped; outputs in {out_dir}", markup=False)
+    for item in summary.skipped:
+        console.print(f"  skipped {item['file']}: {item['reason']}", markup=False)
+    if summary.skipped and not summary.done:
+        raise RuntimeFailure(f"none of the {len(summary.skipped)} files could be cartoonized")
