@@ -2,7 +2,8 @@
 
 Batches depend on (seed, epoch, step) alone, never on what ran before, so a resumed run draws
 exactly the batches the killed run would have. Image sets stay memory-mapped; a batch reads
-only its rows. With faces (White-box), every ``face_every``-th step draws a face batch.
+only its rows. With faces (White-box and the face method), every ``face_every``-th step draws a face batch,
+which also carries ``face_boxes``: where the (aligned) face is in each image.
 
 With W processes (data-parallel training), the epoch's shuffle is the same on every rank and
 rank r takes its positions r, r + W, r + 2W, ...: the ranks' shares are disjoint, a step's W
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cartoon.data.faces import FACE_BOX
 from cartoon.data.store import Images, open_images, row_chunks
 from cartoon.errors import RuntimeFailure
 from cartoon.methods.base import Batch
@@ -93,6 +95,14 @@ def data_digest(sets: dict[str, ImageSet]) -> str:
                 digest.update(np.ascontiguousarray(sets[name].pixels[rows].transpose(0, 3, 1, 2)))
                 bar.update(task, advance=rows.stop - rows.start)
     return digest.hexdigest()
+
+
+def face_boxes(photos: torch.Tensor) -> torch.Tensor:
+    """Where the face is in each image of a face batch (N x 4, left top right bottom, pixels):
+    face crops are aligned to one template (``cartoon.data.faces``), so it is the same square in all."""
+    height, width = photos.shape[-2:]
+    box = torch.tensor(FACE_BOX, dtype=torch.float32, device=photos.device) * torch.tensor([width, height, width, height], device=photos.device)
+    return box.expand(photos.shape[0], 4).clone()
 
 
 def _epoch_order(n: int, seed: int, epoch: int, salt: int) -> torch.Tensor:
@@ -177,6 +187,8 @@ class BatchSource:
         if style_order is not None:
             pick = style_order[positions % len(style_order)]
             batch.update({name: group[prefix + name].batch(pick, self.device) for name in self.style_sets})
+        if slot.faces:
+            batch["face_boxes"] = face_boxes(batch["photo"])
         return batch, slot.epoch_done
 
 

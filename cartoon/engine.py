@@ -118,10 +118,11 @@ class Engine:
         return obj if self.world_size == 1 else self.fabric.broadcast(obj, src=0)
 
     def batch(self, batch: Batch) -> Batch:
-        """The step's images in the engine's memory layout."""
+        """The step's images in the engine's memory layout (other tensors, such as face boxes, as they are)."""
         if not self.channels_last:
             return batch
-        return {name: images.contiguous(memory_format=torch.channels_last) for name, images in batch.items()}
+        return {name: value.contiguous(memory_format=torch.channels_last) if value.dim() == 4 else value
+                for name, value in batch.items()}  # fmt: skip
 
     def autocast(self) -> AbstractContextManager:
         """The region a step's forward passes run in: autocast to bf16/fp16, or nothing at fp32."""

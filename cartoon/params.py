@@ -53,7 +53,10 @@ class FaceCropParams(Section):
     """How face images (the face_photo and face_cartoon domains) become aligned training crops."""
 
     min_size: int = Field(40, ge=12, description="faces whose detection box is shorter than this (pixels, in the source image) are rejected")
-    min_score: float = Field(0.95, ge=0, le=1, description="faces MTCNN scores below this are rejected")
+    min_score: float = Field(0.95, ge=0, le=1, description="face photos: faces MTCNN scores below this are rejected")
+    cartoon_min_score: float = Field(
+        0.8, ge=0, le=1, description="face cartoons: the same for cartoon faces, which a detector trained on photos scores lower"
+    )
     max_per_image: int = Field(4, ge=1, le=64, description="faces kept per image at most, largest first; each is its own row")
 
 
@@ -149,6 +152,14 @@ class LoopParams(Section):
     distributed: DistributedParams = DistributedParams()
 
 
+class LandmarkParams(Section):
+    """MTCNN's O-Net, the face method's landmark network and the face metrics' (cartoon.landmarks)."""
+
+    weights: str | None = Field(
+        None, description="O-Net weights (.pt of plain tensors or .safetensors); default: the onet.pt that the facenet-pytorch wheel ships"
+    )
+
+
 class EvaluateParams(Section):
     max_side: int = Field(512, ge=16, description="longer image side is scaled down to this before inference")
     grid_images: int = Field(8, ge=1, description="images shown in the comparison grid")
@@ -173,6 +184,7 @@ class Params(BaseModel):
     vgg: VggParams = VggParams()
     pretrain: LoopParams = LoopParams()
     train: LoopParams = LoopParams()
+    landmarks: LandmarkParams = LandmarkParams()
     evaluate: EvaluateParams = EvaluateParams()
     tracking: TrackingParams = TrackingParams()
 

@@ -44,7 +44,7 @@ from cartoon.inference import to_uint8
 from cartoon.methods import flat_params, get_method, method_params
 from cartoon.methods.base import Method, NonFiniteLoss, Phase
 from cartoon.params import LoopParams, Params
-from cartoon.progress import progress
+from cartoon.progress import console, progress
 from cartoon.vgg import load_vgg
 
 SAMPLE_COUNT = 4
@@ -128,6 +128,7 @@ class MlflowCallback:
         tracking.log_params({**flat_params(self.params), **self.method.derived_params(), "data.face_photos": self.face_images,
                              f"{self.phase}.precision_resolved": self.precision})
         mlflow.set_tags(tracking.run_tags(self.phase, self.method.name, self.data_sha, self.method.features.source)
+                        | self.method.tags()
                         | {"precision": self.precision})
 
     def on_log(self, step: int, losses: dict[str, float]) -> None:
@@ -150,6 +151,7 @@ def _build_method(params: Params, phase: Phase, data: dict[str, Path | None], de
     if missing:
         raise UsageError(f"{method_cls.name} {phase} needs image sets {missing}; pass them as options")
     method = method_cls(method_params(params), load_vgg(params.vgg, method_cls.content_layer), device)
+    method.load_pretrained(params, phase)
     if init is None:
         return method, ""
     pretrained, config = load_generator(init)
@@ -158,6 +160,16 @@ def _build_method(params: Params, phase: Phase, data: dict[str, Path | None], de
         raise UsageError(f"{init} was trained for a different method or architecture; re-run pretrain")
     method.generator.load_state_dict(pretrained.state_dict())
     return method, config.get("weights_sha256", "")
+
+
+def _face_sets(method: Method, data: dict[str, Path | None], needed: tuple[str, ...], loop: LoopParams) -> dict[str, ImageSet]:
+    """The face sets the loop mixes in: none for a method that does not train on face batches
+    (said when face images were given)."""
+    if type(method).face_batches:
+        return load_face_sets(data, needed, loop.face_every)
+    if any(data.get(f"face_{name}") is not None for name in needed) and loop.face_every:
+        console.print(f"faces: {method.name} does not train on face batches; the face sets are not used")
+    return {}
 
 
 def run_phase(
@@ -187,7 +199,7 @@ def _run(phase: Phase, params: Params, loop: LoopParams, data: dict[str, Path | 
          method: Method, init_digest: str, engine: Engine, precision: str) -> dict[str, Any]:
     needed = type(method).sets[phase]
     source = BatchSource({name: load_image_set(data[name], name) for name in needed},
-                         load_face_sets(data, needed, loop.face_every), loop, engine.device, engine.rank, engine.world_size)
+                         _face_sets(method, data, needed, loop), loop, engine.device, engine.rank, engine.world_size)
     method.setup(phase, loop.epochs, source.steps_per_epoch)
     engine.attach(method)
     data_sha = source.digest()

@@ -40,7 +40,9 @@ def _make(all_params, features, name, pretrain_lr):
     if pretrain_lr is not None:
         params = params.model_copy(update={"pretrain": params.pretrain.model_copy(update={"lr": pretrain_lr})})
     torch.manual_seed(0)
-    return available_methods()[name](params, features, torch.device("cpu"))
+    method = available_methods()[name](params, features, torch.device("cpu"))
+    method.load_pretrained(all_params, "train")  # as the training loop builds it
+    return method
 
 
 def batch_for(method, phase, size=16, n=2, seed=0):

@@ -102,16 +102,20 @@ def store_name(domain: str, split: str) -> str:
 
 
 class _Faces:
-    """The face detector the resize workers share; one detection at a time (MTCNN already uses
-    every core through torch, and its modules are not meant for concurrent calls)."""
+    """The face detector of a domain, shared by the resize workers: built on first use (no face
+    images, no MTCNN), one detection at a time (MTCNN already uses every core through torch, and
+    its modules are not meant for concurrent calls)."""
 
-    def __init__(self, params: ResizeParams) -> None:
-        self.detector = FaceDetector(params.faces.min_size, params.faces.min_score)
+    def __init__(self, min_size: int, min_score: float) -> None:
+        self.min_size, self.min_score = min_size, min_score
+        self.detector: FaceDetector | None = None
         self.lock = threading.Lock()
 
     def crops(self, rgb: np.ndarray, row: dict, slots: np.ndarray, size: int) -> list[dict]:
         """Aligned crops of the faces in ``rgb`` into ``slots``, a row each; or one rejected row."""
         with self.lock:
+            if self.detector is None:
+                self.detector = FaceDetector(self.min_size, self.min_score)
             faces, reason = self.detector.detect(rgb)
         if not faces:
             return [_rejected(row, reason)]
@@ -211,7 +215,8 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
     # Every image gets as many rows of its store as it may yield: one, or max_per_image faces.
     # Unused rows cost nothing (the temp file is sparse) and are left out when the store is written.
     slots = {name: params.faces.max_per_image if name.split("/")[0] in FACE_DOMAINS else 1 for name in groups}
-    faces = _Faces(params) if any(groups[name] for name in groups if slots[name] > 1) else None
+    detectors = {"face_photo": _Faces(params.faces.min_size, params.faces.min_score),
+                 "face_cartoon": _Faces(params.faces.min_size, params.faces.cartoon_min_score)}  # fmt: skip
     done: list[dict] = []
     counts: Counter[str] = Counter()
     with ExitStack() as stack:
@@ -220,7 +225,7 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
         with progress() as bar, ThreadPoolExecutor(max_workers=params.workers) as pool:
             task = bar.add_task("resize", total=len(rows), status="")
             futures = {name: [pool.submit(_process, row, raw_dir, writers[name].pixels[index * slots[name] : (index + 1) * slots[name]],
-                                          params, faces if slots[name] > 1 else None)
+                                          params, detectors.get(name.split("/")[0]))
                               for index, row in enumerate(group)] for name, group in groups.items()}  # fmt: skip
             for future in as_completed([future for group in futures.values() for future in group]):
                 counts[future.result()[0]["status"]] += 1

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal, Protocol
 import torch
 from torch import nn
 
-from cartoon.params import Section
+from cartoon.params import Params, Section
 
 Phase = Literal["pretrain", "train"]
 
@@ -59,6 +59,9 @@ class Method(ABC):
     size_multiple: ClassVar[int] = 4  # the generator maps HxW to HxW when both are multiples of this
     # Image sets each phase consumes; the loop loads exactly these (see cartoon.training.IMAGE_SETS).
     sets: ClassVar[dict[str, tuple[str, ...]]] = {"pretrain": ("photo",), "train": ("photo", "cartoon", "smooth")}
+    # Whether the loop mixes face batches (cartoon.batches) into this method's steps when face
+    # sets have images: White-box does (its paper mixes FFHQ faces in), CartoonGAN and AnimeGANv2 do not.
+    face_batches: ClassVar[bool] = False
 
     def __init__(self, params: MethodParams, features: nn.Module, device: torch.device) -> None:
         self.params = params
@@ -94,6 +97,14 @@ class Method(ABC):
     @abstractmethod
     def step(self, phase: Phase, batch: Batch) -> dict[str, torch.Tensor]:
         """One optimisation step; returns every loss term (detached scalars) for logging."""
+
+    def load_pretrained(self, params: Params, phase: Phase) -> None:
+        """Load the pretrained networks besides VGG that ``phase`` needs, from shared params
+        sections (the face method's O-Net, from ``landmarks``); none by default."""
+
+    def tags(self) -> dict[str, str]:
+        """What identifies those networks (e.g. their weights' sha256), set as run tags like ``vgg.source``."""
+        return {}
 
     def derived_params(self) -> dict[str, Any]:
         """Values the method derives from its params (e.g. preset loss weights), logged with the run."""

@@ -209,6 +209,7 @@ class WhiteBox(Method):
     content_layer = "conv4_4"
     size_multiple = 4
     sets = {"pretrain": ("photo",), "train": ("photo", "cartoon")}
+    face_batches = True
 
     @classmethod
     def build_generator(cls, params: WhiteBoxParams) -> nn.Module:
@@ -293,10 +294,17 @@ class WhiteBox(Method):
             + t.content_weight * content
             + t.structure_weight * structure_term
         )
+        extra = self.extra_generator_terms(batch, output)
+        for weight, term in extra.values():
+            g_total = g_total + weight * term
         self.optimise("generator", g_total)
         terms = {
             "d_surface": d_surface, "d_texture": d_texture, "d_total": d_total,
             "g_surface": g_surface, "g_texture": g_texture, "content": content,
-            "structure": structure_term, "tv": tv, "g_total": g_total,
+            "structure": structure_term, "tv": tv, **{name: term for name, (_, term) in extra.items()}, "g_total": g_total,
         }
         return {name: value.detach() for name, value in terms.items()}
+
+    def extra_generator_terms(self, batch: Batch, output: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
+        """Generator loss terms a method built on White-box adds, by name: (weight, term). None here."""
+        return {}
