@@ -72,3 +72,13 @@ def test_landmark_term_alone_trains_the_generator(params):
     for _ in range(15):
         last = method.step("train", batch)["landmark"].item()
     assert first > 0 and last < 0.7 * first
+
+
+def test_paper_profile_has_the_reports_settings():
+    from pathlib import Path
+
+    profile = load_run_params(Path(__file__).parents[1] / "pipeline/profiles/face-paper-gpu.yaml")
+    assert profile.model.name == "facecartoon" and profile.resize.size == 128
+    t = method_params(profile).train
+    assert (t.tv_weight, t.surface_weight, t.texture_weight, t.content_weight, t.structure_weight) == (1e5, 0.2, 5.0, 20.0, 0.6)
+    assert not profile.vgg.allow_random
