@@ -7,8 +7,9 @@ Run from the repository root:
 
 Everything runs in one process, so every figure shares the machine's state:
 1. the machine, and what ``precision: auto`` resolves to on it;
-2. a GEMM roofline: GFLOP/s of a square matrix product in fp32 and bf16 (fp16 too on CUDA),
-   the ceiling the training figures are compared with;
+2. a GEMM roofline: GFLOP/s of a 2048^3 product in fp32 and bf16 (fp16 too on CUDA), as a
+   matrix product (BLAS) and as a 1x1 convolution (oneDNN/cuDNN, the networks' kernels): the
+   faster of the two is the ceiling the training figures are compared with;
 3. training, each method at its paper size (the networks of pipeline/profiles/*paper-gpu.yaml),
    batch 4, one step of the adversarial (``train``) phase, images/second of
      (a) the reference way: fp32, eager, the method's step with no engine attached (forward,
@@ -250,29 +251,45 @@ def describe_machine(device: torch.device, loop: LoopParams) -> dict[str, Any]:
     return machine
 
 
-def gemm_gflops(device: torch.device, dtype: torch.dtype, size: int, max_seconds: float, repeats: int = 5) -> dict[str, Any]:
-    """GFLOP/s of a size x size matrix product (median of ``repeats``). A dtype so slow that one
-    product would exceed ``max_seconds`` (bf16 emulated on a CPU without bf16 instructions) is
-    measured at the largest halved side that fits, and says so."""
+def square_product(kind: str, side: int, dtype: torch.dtype, device: torch.device) -> Callable[[], torch.Tensor]:
+    """A side x side x side product (2 side^3 FLOPs) as ``matmul`` (BLAS: MKL on x86 CPUs, cuBLAS)
+    or as a ``conv1x1`` (side channels in and out over side pixels: the oneDNN/cuDNN kernels the
+    networks' convolutions run on; on a CPU these may outrun the BLAS)."""
     generator = torch.Generator().manual_seed(0)
-
-    def product_seconds(side: int) -> float:
-        a = torch.randn(side, side, generator=generator).to(device, dtype)
-        b = torch.randn(side, side, generator=generator).to(device, dtype)
-        timed(lambda: a @ b, device)  # warm-up
-        return timed(lambda: a @ b, device)
-
-    side = size
-    probe = min(512, size)
-    probe_s = statistics.median(product_seconds(probe) for _ in range(3))
-    while side > probe and probe_s * (side / probe) ** 3 > max_seconds:
-        side //= 2
     a = torch.randn(side, side, generator=generator).to(device, dtype)
     b = torch.randn(side, side, generator=generator).to(device, dtype)
-    timed(lambda: a @ b, device)
+    if kind == "matmul":
+        return lambda: a @ b
+    x, w = a.view(1, side, side, 1), b.view(side, side, 1, 1)
+    return lambda: torch.nn.functional.conv2d(x, w)
+
+
+@torch.no_grad()
+def gemm_gflops(kind: str, device: torch.device, dtype: torch.dtype, size: int, max_seconds: float, repeats: int = 5) -> dict[str, Any]:
+    """GFLOP/s of a size x size x size product (median of ``repeats``). A dtype so slow that one
+    product would exceed ``max_seconds`` (bf16 emulated on a CPU without bf16 instructions) is
+    measured at the largest halved side that fits, and says so."""
+    probe = min(512, size)
+    run = square_product(kind, probe, dtype, device)
+    timed(run, device)  # warm-up
+    probe_s = statistics.median(timed(run, device) for _ in range(3))
+    side = size
+    while side > probe and probe_s * (side / probe) ** 3 > max_seconds:
+        side //= 2
+    run = square_product(kind, side, dtype, device)
+    timed(run, device)
     count = repeats if side == size else 3
-    seconds = statistics.median(timed(lambda: a @ b, device) for _ in range(count))
-    return {"side": side, "gflops": 2 * side**3 / seconds / 1e9, "seconds": seconds, "repeats": count}
+    seconds = statistics.median(timed(run, device) for _ in range(count))
+    return {"kind": kind, "side": side, "gflops": 2 * side**3 / seconds / 1e9, "seconds": seconds, "repeats": count}
+
+
+def rooflines(gemm: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The ceiling of each precision: the faster of its matmul and 1x1-conv products."""
+    best: dict[str, float] = {}
+    for key, result in gemm.items():
+        precision = key.split()[0]
+        best[precision] = max(best.get(precision, 0.0), result["gflops"])
+    return best
 
 
 def bf16_conv_slowdown(device: torch.device) -> float:
@@ -662,9 +679,10 @@ def print_machine(machine: dict[str, Any], gemm: dict[str, dict[str, Any]], slow
     print(f"  torch          {machine['torch']}; device {machine['device']}" + (f" ({machine['gpu']})" if machine["gpu"] else ""))
     print(f"  params.yaml    train.precision {machine['train_precision_setting']} -> {machine['precision_auto']}, "
           f"channels_last {machine['channels_last']}")
-    rows = [[name, f"{r['side']}x{r['side']}", f"{r['gflops']:.2f}", f"{r['seconds'] * 1000:.1f}", str(r["repeats"])]
+    rows = [[name.split()[0], r["kind"], f"{r['side']}^3", f"{r['gflops']:.2f}", f"{r['seconds'] * 1000:.1f}", str(r["repeats"])]
             for name, r in gemm.items()]
-    print_table("GEMM roofline (median)", ["dtype", "matrices", "GFLOP/s", "ms/product", "n"], rows)
+    print_table("GEMM roofline (median; a precision's roofline is its faster kind)",
+                ["dtype", "kind", "product", "GFLOP/s", "ms/product", "n"], rows)
     if slowdown is not None:
         print(f"bf16 autocast / fp32 time of a 3x3 conv (64 ch, 4 x 64 x 64), forward + backward: {slowdown:.1f}x")
 
@@ -678,7 +696,7 @@ def print_training(rows: list[TrainRow], structure: list[StructureRow]) -> None:
         for r in rows
     ]
     print_table("Training (train phase, batch 4; medians of the timed steps)",
-                ["method", "px", "setting", "s/step", "img/s", "vs (a)", "GFLOP/step", "GFLOP/s", "of GEMM", "n", "note"], table)
+                ["method", "px", "setting", "s/step", "img/s", "vs (a)", "GFLOP/step", "GFLOP/s", "of roofline", "n", "note"], table)
     if structure:
         print_table("White-box structure representation (superpixels), setting (b)",
                     ["method", "px", "step s", "step s w/o superpixels", "overhead", "superpixel call s", "share of step"],
@@ -711,12 +729,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     machine = describe_machine(device, loop)
     gemm_names = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
-    gemm = {name: gemm_gflops(device, GEMM_DTYPES[name], args.gemm_size, args.gemm_max_s) for name in gemm_names}
+    gemm = {f"{name} {kind}": gemm_gflops(kind, device, GEMM_DTYPES[name], args.gemm_size, args.gemm_max_s)
+            for name in gemm_names for kind in ("matmul", "conv1x1")}
     needs_probe = args.sizes and not args.no_bf16 and precision != "bf16" and not fast_bf16(device) and args.bf16_max_s > 0
     slowdown = bf16_conv_slowdown(device) if needs_probe else None
     print_machine(machine, gemm, slowdown)
 
-    ctx = TrainContext(device, args, precision, loop.channels_last, {k: v["gflops"] for k, v in gemm.items()}, slowdown)
+    ctx = TrainContext(device, args, precision, loop.channels_last, rooflines(gemm), slowdown)
     train_rows: list[TrainRow] = []
     if args.sizes:
         print(f"\nTraining: {', '.join(args.methods)} at {args.sizes} px ({args.model_size} size), "
@@ -732,7 +751,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     total = time.monotonic() - started
     print(f"\nTotal {total:.0f} s")
     result = {
-        "machine": machine, "gemm": gemm, "bf16_conv_slowdown": slowdown,
+        "machine": machine, "gemm": gemm, "rooflines": rooflines(gemm), "bf16_conv_slowdown": slowdown,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "training": [asdict(r) for r in train_rows], "structure": [asdict(s) for s in ctx.structure],
         "inference": [asdict(r) for r in infer_rows], "total_seconds": total,

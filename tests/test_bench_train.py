@@ -19,7 +19,7 @@ def test_tiny_run_writes_every_table(tmp_path, capsys):
     finally:
         torch.set_num_threads(threads)
     assert json.loads(path.read_text())["machine"]["precision_auto"] == result["machine"]["precision_auto"]
-    assert set(result["gemm"]) >= {"fp32", "bf16"} and all(r["gflops"] > 0 for r in result["gemm"].values())
+    assert set(result["gemm"]) >= {"fp32 matmul", "fp32 conv1x1", "bf16 matmul", "bf16 conv1x1"} and all(r["gflops"] > 0 for r in result["gemm"].values())
     reference, project = result["training"]
     assert reference["setting"].startswith("(a)") and project["setting"].startswith("(b)")
     assert reference["vs_reference"] == 1.0 and project["vs_reference"] > 0 and project["gflop_per_step"] > 0
