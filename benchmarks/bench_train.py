@@ -664,7 +664,7 @@ def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
     print(f"\n{title}")
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
-    print(line)
+    print(line.rstrip())
     print("-" * len(line))
     for row in rows:
         cells = [c.rjust(w) if c[:1].isdigit() or c[:1] in "-+" and c[1:2].isdigit() else c.ljust(w) for c, w in zip(row, widths)]
