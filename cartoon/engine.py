@@ -76,8 +76,8 @@ class Engine:
     process or in each of ``distributed.world_size`` data-parallel ones."""
 
     def __init__(self, device: torch.device, precision: Precision, channels_last: bool = False,
-                 distributed: DistributedParams | None = None, key: str = "train.distributed") -> None:
-        self.precision, self.channels_last = precision, channels_last
+                 distributed: DistributedParams | None = None, key: str = "train.distributed", compile: bool = False) -> None:
+        self.precision, self.channels_last, self.compile = precision, channels_last, compile
         self.world_size = distributed.world_size if distributed else 1
         with warnings.catch_warnings():  # Fabric's hints about multi-device setups do not apply to one process
             warnings.simplefilter("ignore")
@@ -100,6 +100,9 @@ class Engine:
         if self.channels_last:
             for module in (method.features, *method.networks.values()):
                 module.to(memory_format=torch.channels_last)
+        if self.compile:  # in place: the modules, their state_dict keys and checkpoints stay the same
+            for module in (method.features, *method.networks.values()):
+                module.compile()
         if self.world_size > 1:
             self._wrapped = {name: self.fabric.setup_module(network) for name, network in method.networks.items()}
 

@@ -149,6 +149,10 @@ class LoopParams(Section):
     channels_last: bool = Field(
         False, description="keep networks and batches in channels-last memory layout (faster convolutions on tensor cores and oneDNN)"
     )
+    compile: bool = Field(
+        False, description="torch.compile every network (generator, discriminators, VGG): faster steps after a compile of "
+        "tens of seconds to minutes, which dominates short runs (off by default)"
+    )
     distributed: DistributedParams = DistributedParams()
 
 

@@ -186,7 +186,7 @@ def run_phase(
     if loop.threads:
         torch.set_num_threads(loop.threads)
     precision = resolve_precision(loop.precision, device, f"{phase}.precision")
-    engine = Engine(device, precision, loop.channels_last, loop.distributed, f"{phase}.distributed")
+    engine = Engine(device, precision, loop.channels_last, loop.distributed, f"{phase}.distributed", loop.compile)
     torch.manual_seed(loop.seed)  # the same on every rank (cartoon.checkpoints: RNG states)
     method, init_digest = _build_method(params, phase, data, engine.device, init)
     try:

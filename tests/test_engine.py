@@ -197,3 +197,16 @@ def test_precision_is_recorded_and_a_checkpoint_at_another_precision_is_not_resu
     assert record["run_id"] != saved["run_id"]  # a fresh run: the fp32 steps were not continued at bf16
     run = mlflow.get_run(record["run_id"])
     assert run.data.tags["precision"] == "bf16" and run.data.params["pretrain.precision_resolved"] == "bf16"
+
+
+def test_compiled_networks_give_the_eager_losses_and_keep_their_keys(params, features):
+    eager = _method(params, features, "cartoongan", "train")
+    batches = _batches(eager, "train", 1)  # compiling forward and backward takes tens of seconds on 2 cores
+    expected = _train(eager, batches)
+    compiled = _method(params, features, "cartoongan", "train")
+    keys = set(_state(compiled))
+    got = _train(compiled, batches, Engine(CPU, "fp32", compile=True))
+    assert compiled.generator._compiled_call_impl is not None  # torch.compile really wraps the forward
+    assert set(_state(compiled)) == keys  # checkpoints and saved generators keep their layout
+    for key in expected:
+        assert torch.isclose(got[key], expected[key], rtol=1e-4, atol=1e-6), (key, got[key], expected[key])
