@@ -54,7 +54,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -517,24 +517,41 @@ def bench_bf16_row(name: str, size: int, ctx: TrainContext, b_row: TrainRow) -> 
 def training_table(ctx: TrainContext) -> list[TrainRow]:
     """Every method at the smallest size, then the next size, within the training budget."""
     args = ctx.args
-    budget = Budget(args.train_budget_s)
-    cell_seconds: dict[str, dict[int, float]] = {name: {} for name in args.methods}
-    rows: list[TrainRow] = []
-    for size in args.sizes:
-        for name in args.methods:
-            reason = budget.refuses(scaled_prediction(cell_seconds[name], size))
+
+    def cell(name: str, size: int) -> list[TrainRow]:
+        rows = bench_training_cell(name, size, ctx)
+        ctx.reference_s[(name, size)] = rows[0].seconds_per_step  # type: ignore[assignment]
+        if ctx.precision != "bf16" and not args.no_bf16:
+            rows.append(bench_bf16_row(name, size, ctx, rows[1]))
+        return rows
+
+    def skipped(name: str, size: int, note: str) -> TrainRow:
+        return TrainRow(name, size, "(a), (b)", note=note)
+
+    return within_budget(args.methods, args.sizes, args.train_budget_s, "--train-budget-s", cell, skipped)
+
+
+Row = TypeVar("Row")
+
+
+def within_budget(methods: list[str], sizes: list[int], budget_s: float, flag: str,
+                  cell: Callable[[str, int], list[Row]], skipped: Callable[[str, int, str], Row]) -> list[Row]:
+    """``cell(method, size)`` for every size (smallest first) and method, each cell's time kept to
+    predict the method's next size; a cell the ``Budget`` refuses becomes ``skipped(..., note)``."""
+    budget = Budget(budget_s)
+    seconds: dict[str, dict[int, float]] = {name: {} for name in methods}
+    rows: list[Row] = []
+    for size in sizes:
+        for name in methods:
+            reason = budget.refuses(scaled_prediction(seconds[name], size))
             if reason:
-                rows.append(TrainRow(name, size, "(a), (b)", note=f"skipped: {reason} (--train-budget-s)"))
+                rows.append(skipped(name, size, f"skipped: {reason} ({flag})"))
                 print(f"  {name} {size}px: skipped, {reason}", flush=True)
                 continue
             started = time.monotonic()
-            cell = bench_training_cell(name, size, ctx)
-            cell_seconds[name][size] = time.monotonic() - started
-            ctx.reference_s[(name, size)] = cell[0].seconds_per_step  # type: ignore[assignment]
-            if ctx.precision != "bf16" and not args.no_bf16:
-                cell.append(bench_bf16_row(name, size, ctx, cell[1]))
-            rows += cell
-            print(f"  {name} {size}px: done in {time.monotonic() - started:.0f} s", flush=True)
+            rows += cell(name, size)
+            seconds[name][size] = time.monotonic() - started
+            print(f"  {name} {size}px: done in {seconds[name][size]:.0f} s", flush=True)
     return rows
 
 
@@ -636,21 +653,11 @@ def bench_inference_cell(name: str, size: int, args: argparse.Namespace, device:
 
 
 def inference_table(args: argparse.Namespace, device: torch.device) -> list[InferRow]:
-    budget = Budget(args.infer_budget_s)
-    cell_seconds: dict[str, dict[int, float]] = {name: {} for name in args.methods}
-    rows: list[InferRow] = []
-    for size in args.infer_sizes:
-        for name in args.methods:
-            reason = budget.refuses(scaled_prediction(cell_seconds[name], size))
-            if reason:
-                rows.append(InferRow(name, size, "all settings", note=f"skipped: {reason} (--infer-budget-s)"))
-                print(f"  {name} {size}px: skipped, {reason}", flush=True)
-                continue
-            started = time.monotonic()
-            rows += bench_inference_cell(name, size, args, device)
-            cell_seconds[name][size] = time.monotonic() - started
-            print(f"  {name} {size}px: done in {cell_seconds[name][size]:.0f} s", flush=True)
-    return rows
+    def skipped(name: str, size: int, note: str) -> InferRow:
+        return InferRow(name, size, "all settings", note=note)
+
+    return within_budget(args.methods, args.infer_sizes, args.infer_budget_s, "--infer-budget-s",
+                         lambda name, size: bench_inference_cell(name, size, args, device), skipped)
 
 
 # --- printing -------------------------------------------------------------------------------
