@@ -306,6 +306,28 @@ def methods() -> None:
                 typer.echo(f"    {name}.{group}.{key} = {field.default!r}  {field.description or ''}")
 
 
+class Mode(str, Enum):
+    max = "max"
+    min = "min"
+
+
+@app.command()
+@handle_errors
+def promote(
+    reference: Annotated[str, typer.Argument(help="the version to promote: models:/NAME/VERSION or models:/NAME@ALIAS (e.g. @candidate)")],
+    alias: Annotated[str, typer.Option(help="the alias to move")] = "champion",
+    metric: Annotated[str | None, typer.Option(help="move only if this run metric beats the current holder's, e.g. eval/content/luminance_ssim")] = None,
+    mode: Annotated[Mode, typer.Option(help="with --metric: max = higher is better, min = lower is better")] = Mode.max,
+) -> None:
+    """Point a registry alias (champion) at a model version, always or when a metric beats the current holder's."""
+    from cartoon.registry import promote as run
+
+    decision = run(reference, alias, metric, mode.value)
+    verb = "now points at" if decision.promoted else "stays at"
+    typer.echo(f"{decision.name}@{decision.alias} {verb} version {decision.holder}")
+    typer.echo(json.dumps(decision.as_dict(), indent=2))
+
+
 @app.command("check-params")
 @handle_errors
 def check_params(params: ParamsOption = Path("params.yaml")) -> None:

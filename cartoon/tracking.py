@@ -124,6 +124,9 @@ def log_params(flat: dict[str, Any]) -> None:
         mlflow.log_params(dict(items[start : start + 100]))
 
 
+CANDIDATE = "candidate"
+
+
 def log_generator(folder: Path, register_as: str | None) -> dict[str, Any]:
     """Log the generator as an MLflow pyfunc model (code + safetensors, no pickle) and register it.
 
@@ -139,6 +142,9 @@ def log_generator(folder: Path, register_as: str | None) -> dict[str, Any]:
     if register_as:
         result.update(registered_model=register_as, version=int(info.registered_model_version))
         result["registered_uri"] = f"models:/{register_as}/{result['version']}"
+        # The newest version is always the candidate; `cartoon promote` moves the champion.
+        mlflow.MlflowClient().set_registered_model_alias(register_as, CANDIDATE, str(result["version"]))
+        result["alias"] = CANDIDATE
     return result
 
 

@@ -49,6 +49,8 @@ def test_pretrain_then_train_writes_outputs_and_tracks(project):
 
     record = json.loads((project / "reports/train/mlflow_run.json").read_text())
     assert record["registered_model"] == "cartoon-cartoongan" and record["version"] >= 1
+    candidate = mlflow.MlflowClient().get_model_version_by_alias("cartoon-cartoongan", "candidate")
+    assert str(candidate.version) == str(record["version"]) and record["alias"] == "candidate"  # the newest is the candidate
     run = mlflow.get_run(record["run_id"])
     assert run.data.tags["phase"] == "train" and run.data.tags["vgg.source"] == "random:0"
     assert len(run.data.tags["data.sha256"]) == 64
