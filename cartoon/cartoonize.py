@@ -56,9 +56,10 @@ def plan_jobs(inputs: list[Path], out_dir: Path) -> list[Job]:
             found.append((path, Path(path.name), str(path)))
     jobs, taken = [], set()
     for source, relative, label in found:
-        target = relative.with_suffix(".png")
-        if target in taken:
-            target = relative.with_name(relative.name + ".png")
+        target, copy = relative.with_suffix(".png"), 1
+        while target in taken:  # a.jpg beside a.png becomes a.jpg.png; a third clash a.jpg-2.png, ...
+            target = relative.with_name(relative.name + (f"-{copy}" if copy > 1 else "") + ".png")
+            copy += 1
         taken.add(target)
         jobs.append(Job(source, label, _inside(out_resolved, target)))
     return jobs

@@ -25,6 +25,7 @@ Memory is bounded by ``tile`` and ``stats_side``, plus the float input and outpu
 from __future__ import annotations
 
 import copy
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -143,19 +144,23 @@ class TiledCartoonizer:
         self.model = copy.deepcopy(cartoonizer).to(device).eval()
         self.norms = wrap_whole_image_norms(self.model)
         self.multiple, self.settings, self.device = multiple, settings, torch.device(device)
+        # The norm layers hold one image's statistics between the two passes: calls from several
+        # threads (MLflow's scoring server answers requests concurrently) take turns.
+        self._lock = threading.Lock()
 
     @torch.no_grad()
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 photo -> HxWx3 uint8 cartoon."""
         height, width = rgb.shape[:2]
         x = _pad_to_multiple(to_tensor(rgb), self.multiple)
-        if max(x.shape[-2:]) <= self.settings.tile:
-            return to_uint8(self.model(x.to(self.device))[:, :, :height, :width])[0]
-        try:
-            self._statistics_pass(rgb, x)
-            out = self._tiled_pass(x)
-        finally:
-            self._set_mode("own")
+        with self._lock:
+            if max(x.shape[-2:]) <= self.settings.tile:
+                return to_uint8(self.model(x.to(self.device))[:, :, :height, :width])[0]
+            try:
+                self._statistics_pass(rgb, x)
+                out = self._tiled_pass(x)
+            finally:
+                self._set_mode("own")
         return to_uint8(out[:, :, :height, :width])[0]
 
     def _set_mode(self, mode: str) -> None:

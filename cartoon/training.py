@@ -162,11 +162,16 @@ def _build_method(params: Params, phase: Phase, data: dict[str, Path | None], de
     return method, config.get("weights_sha256", "")
 
 
-def _face_sets(method: Method, data: dict[str, Path | None], needed: tuple[str, ...], loop: LoopParams) -> dict[str, ImageSet]:
+def _face_sets(method: Method, phase: Phase, data: dict[str, Path | None], needed: tuple[str, ...],
+               loop: LoopParams) -> dict[str, ImageSet]:
     """The face sets the loop mixes in: none for a method that does not train on face batches
-    (said when face images were given)."""
+    (said when face images were given); a method that requires them fails without them."""
     if type(method).face_batches:
-        return load_face_sets(data, needed, loop.face_every)
+        faces = load_face_sets(data, needed, loop.face_every)
+        if not faces and phase == "train" and type(method).requires_face_batches:
+            raise UsageError(f"{method.name} trains on face batches: give the face sets (--face-photos, --face-cartoons) "
+                             f"with images, and train.face_every above 0 (now {loop.face_every})")
+        return faces
     if any(data.get(f"face_{name}") is not None for name in needed) and loop.face_every:
         console.print(f"faces: {method.name} does not train on face batches; the face sets are not used")
     return {}
@@ -199,7 +204,7 @@ def _run(phase: Phase, params: Params, loop: LoopParams, data: dict[str, Path | 
          method: Method, init_digest: str, engine: Engine, precision: str) -> dict[str, Any]:
     needed = type(method).sets[phase]
     source = BatchSource({name: load_image_set(data[name], name) for name in needed},
-                         _face_sets(method, data, needed, loop), loop, engine.device, engine.rank, engine.world_size)
+                         _face_sets(method, phase, data, needed, loop), loop, engine.device, engine.rank, engine.world_size)
     method.setup(phase, loop.epochs, source.steps_per_epoch)
     engine.attach(method)
     data_sha = source.digest()

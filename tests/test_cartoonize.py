@@ -105,6 +105,30 @@ def test_folder_layout_is_mirrored(tmp_path):
     assert "4 done, 0 skipped" in result.output
 
 
+def test_clashing_names_never_overwrite(tmp_path):
+    gen = save_tiny(tmp_path / "gen", "whitebox")
+    for day in ("day1", "day2", "day3"):
+        write_png(tmp_path / day / "IMG_1.png", photo(20, 20))
+    result = runner.invoke(app, ["cartoonize", *(str(tmp_path / day) for day in ("day1", "day2", "day3")),
+                                 "--model", str(gen), "--out", str(tmp_path / "out")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["IMG_1.png", "IMG_1.png-2.png", "IMG_1.png.png"]
+    assert "3 done, 0 skipped" in result.output
+
+
+def test_concurrent_calls_give_each_image_its_own_statistics(tmp_path):
+    """The MLflow scoring server answers requests in threads; one tiler serves them all."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, config = load_cartoonizer(save_tiny(tmp_path / "gen", "cartoongan"))
+    tiler = TiledCartoonizer(model, config["size_multiple"], TileSettings(tile=48, overlap=24, stats_side=96))
+    images = [photo(96, 80, seed) for seed in range(4)]
+    alone = [tiler(image) for image in images]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(tiler, images))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+
+
 def _hostile_folder(folder: Path) -> None:
     folder.mkdir()
     good = encode(Image.fromarray(photo(32, 32)))

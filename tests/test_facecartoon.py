@@ -82,3 +82,15 @@ def test_paper_profile_has_the_reports_settings():
     t = method_params(profile).train
     assert (t.tv_weight, t.surface_weight, t.texture_weight, t.content_weight, t.structure_weight) == (1e5, 0.2, 5.0, 20.0, 0.6)
     assert not profile.vgg.allow_random
+
+
+def test_training_without_face_batches_is_a_usage_error(tmp_path):
+    from cartoon.errors import UsageError
+    from cartoon.methods.facecartoon import FaceCartoon
+    from cartoon.params import LoopParams
+    from cartoon.training import _face_sets
+
+    method = FaceCartoon.__new__(FaceCartoon)  # only its class settings are read
+    with pytest.raises(UsageError, match="facecartoon trains on face batches"):
+        _face_sets(method, "train", {"photo": tmp_path, "cartoon": tmp_path}, ("photo", "cartoon"), LoopParams(face_every=5))
+    assert _face_sets(method, "pretrain", {"photo": tmp_path}, ("photo",), LoopParams(face_every=5)) == {}

@@ -79,3 +79,9 @@ def test_detected_cartoon_faces_align_near_the_template():
             errors.append(np.abs(moved[:2] - TEMPLATE[:2] * SIZE).max())
     assert len(errors) >= 4  # MTCNN finds most generated cartoon faces
     assert np.median(errors) < 3.0
+
+
+@needs_mtcnn
+def test_an_image_smaller_than_a_face_is_a_reason_not_a_crash():
+    faces, reason = FaceDetector(min_size=40, min_score=0.9).detect(np.zeros((12, 30, 3), np.uint8))
+    assert faces == [] and reason.startswith("image too small for face detection")

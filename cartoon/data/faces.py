@@ -75,6 +75,8 @@ class FaceDetector:
 
     def detect(self, rgb: np.ndarray) -> tuple[list[Face], str]:
         """Faces kept (largest first) and, when none is kept, why (for the manifest)."""
+        if min(rgb.shape[:2]) < self.mtcnn.min_face_size:  # MTCNN's image pyramid would be empty
+            return [], f"image too small for face detection ({min(rgb.shape[:2])} px < {self.mtcnn.min_face_size})"
         boxes, scores, points = self.mtcnn.detect(np.ascontiguousarray(rgb), landmarks=True)
         if boxes is None:
             return [], "no face detected"

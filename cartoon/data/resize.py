@@ -121,7 +121,10 @@ class _Faces:
             return [_rejected(row, reason)]
         rows = []
         for index, face in enumerate(faces[: len(slots)]):
-            slots[index], points = align(rgb, face.points, size)
+            try:
+                slots[index], points = align(rgb, face.points, size)
+            except ValueError as exc:  # degenerate landmarks
+                return [_rejected(row, str(exc))] if not rows else rows
             rows.append({**row, "item_id": row["item_id"] + (f"-face{index}" if index else ""),
                          "face_score": round(face.score, 4), "landmarks": " ".join(f"{v:.2f}" for v in points.ravel())})  # fmt: skip
         return rows

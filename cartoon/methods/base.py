@@ -62,6 +62,8 @@ class Method(ABC):
     # Whether the loop mixes face batches (cartoon.batches) into this method's steps when face
     # sets have images: White-box does (its paper mixes FFHQ faces in), CartoonGAN and AnimeGANv2 do not.
     face_batches: ClassVar[bool] = False
+    # A method whose train phase is pointless without them (the face method's landmark term) says so.
+    requires_face_batches: ClassVar[bool] = False
 
     def __init__(self, params: MethodParams, features: nn.Module, device: torch.device) -> None:
         self.params = params

@@ -69,6 +69,7 @@ class FaceCartoon(WhiteBox):
     )
     Params = FaceCartoonParams
     params: FaceCartoonParams
+    requires_face_batches = True
 
     def load_pretrained(self, params: Params, phase: Phase) -> None:
         if phase == "train":  # pretraining is White-box's pixel L1 alone
