@@ -117,31 +117,32 @@ class OnnxCartoonizer:
         return to_uint8(torch.from_numpy(cartoon[:, :, :height, :width]))[0]
 
 
-def log_to_registry(reference: str, path: Path) -> str | None:
-    """Log the file to the MLflow run behind a ``models:/NAME/VERSION`` (or ``@ALIAS``) or
-    ``runs:/ID/...`` reference, under ``onnx/``; returns that run's id (None for a folder)."""
+def registry_run(reference: str) -> str | None:
+    """The MLflow run behind a ``models:/NAME/VERSION`` (or ``@ALIAS``) or ``runs:/ID/...``
+    reference (None for a folder), found before anything is exported."""
     import mlflow
 
     from cartoon import tracking
+    from cartoon.registry import resolve_version
 
-    if not reference.startswith(("models:/", "runs:/")):
+    if reference.startswith("runs:/"):
+        return reference.removeprefix("runs:/").split("/", 1)[0]
+    if not reference.startswith("models:/"):
         return None
     tracking.configure()
     client = mlflow.MlflowClient()
+    name, version = resolve_version(client, reference)
+    return client.get_model_version(name, str(version)).run_id
+
+
+def log_to_run(run_id: str, path: Path, reference: str) -> None:
+    """Log the exported file to ``run_id`` under ``onnx/``."""
+    import mlflow
+
     try:
-        if reference.startswith("runs:/"):
-            run_id = reference.removeprefix("runs:/").split("/", 1)[0]
-        else:
-            name, _, version = reference.removeprefix("models:/").partition("/")
-            if "@" in name:
-                name, alias = name.split("@", 1)
-                run_id = client.get_model_version_by_alias(name, alias).run_id
-            else:
-                run_id = client.get_model_version(name, version).run_id
-        client.log_artifact(run_id, str(path), "onnx")
+        mlflow.MlflowClient().log_artifact(run_id, str(path), "onnx")
     except mlflow.exceptions.MlflowException as exc:
         raise RuntimeFailure(f"exported {path}, but cannot log it to the run of {reference}: {exc.message}") from None
-    return run_id
 
 
 def export_model(reference: str, path: Path, tolerance: float = PARITY_TOLERANCE) -> dict[str, Any]:
@@ -152,6 +153,8 @@ def export_model(reference: str, path: Path, tolerance: float = PARITY_TOLERANCE
     if path.suffix != ".onnx":
         raise UsageError(f"--out must name an .onnx file, got {path}")
     model, config = load_cartoonizer(resolve_model(reference))
+    run_id = registry_run(reference)
     result = export_onnx(model, config, path, tolerance)
-    run_id = log_to_registry(reference, path)
+    if run_id:
+        log_to_run(run_id, path, reference)
     return result | ({"mlflow_run": run_id} if run_id else {})

@@ -37,7 +37,8 @@ class Promotion:
         return asdict(self)
 
 
-def _version(client: mlflow.MlflowClient, reference: str) -> tuple[str, int]:
+def resolve_version(client: mlflow.MlflowClient, reference: str) -> tuple[str, int]:
+    """(name, version) of ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``; a usage error otherwise."""
     match = _REFERENCE.match(reference)
     if not match:
         raise UsageError(f"not a registered model reference: {reference} (use models:/NAME/VERSION or models:/NAME@ALIAS)")
@@ -65,7 +66,7 @@ def promote(reference: str, alias: str = "champion", metric: str | None = None,
     (higher with ``mode`` max, lower with min); a version without the metric is a usage error."""
     tracking.configure()
     client = mlflow.MlflowClient()
-    name, version = _version(client, reference)
+    name, version = resolve_version(client, reference)
     try:
         previous: int | None = int(client.get_model_version_by_alias(name, alias).version)
     except mlflow.exceptions.MlflowException:
