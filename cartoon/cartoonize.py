@@ -1,10 +1,12 @@
-"""`cartoon cartoonize`: photos of any size (files, or folders searched recursively) to cartoon PNGs.
+"""`cartoon cartoonize`: photos of any size and videos (files, or folders searched recursively) to
+cartoon PNGs and MP4s.
 
-Inputs are untrusted: each file is decoded by ``cartoon.data.imageio.decode_image`` (the rules
-evaluate uses: pixel cap checked from the header, EXIF orientation, 16-bit, CMYK, palette), and
-a file that cannot be used is skipped with its reason instead of stopping the run. Output names
-come only from paths relative to an input folder (or an input file's own name), and every target
-is checked to resolve inside the output folder, so no name can write outside it.
+Inputs are untrusted: each photo is decoded by ``cartoon.data.imageio.decode_image`` (the rules
+evaluate uses: pixel cap checked from the header, EXIF orientation, 16-bit, CMYK, palette), each
+video by ``cartoon.cartoonize_video`` (same pixel cap per frame), and a file that cannot be used
+is skipped with its reason instead of stopping the run. Output names come only from paths
+relative to an input folder (or an input file's own name), and every target is checked to
+resolve inside the output folder, so no name can write outside it.
 """
 
 from __future__ import annotations
@@ -16,32 +18,43 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.progress import Progress
 
 from cartoon.data.imageio import IMAGE_SUFFIXES, ImageRejected, decode_image, write_png
 from cartoon.errors import RuntimeFailure, UsageError
-from cartoon.progress import console, track
+from cartoon.progress import console, progress
 from cartoon.tiling import TiledCartoonizer, TileSettings
+
+#: Video suffixes picked in folders and treated as video when given as files (kept here, not in
+#: ``cartoon.cartoonize_video``, so planning a run of photos never imports PyAV).
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
 
 @dataclass(frozen=True)
 class Job:
-    """One photo to cartoonize: where it is, how reports name it, where its cartoon goes."""
+    """One photo or video to cartoonize: where it is, how reports name it, where its cartoon goes."""
 
     source: Path
     label: str
     target: Path
+
+    @property
+    def is_video(self) -> bool:
+        return self.source.suffix.lower() in VIDEO_SUFFIXES
 
 
 @dataclass
 class Summary:
     done: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    videos: dict[str, str] = field(default_factory=dict)  # label -> what the video became (frames, audio, flicker)
 
 
 def plan_jobs(inputs: list[Path], out_dir: Path) -> list[Job]:
-    """Every photo of ``inputs`` with its target: a folder's images (recursively, by suffix) keep
-    their path relative to that folder; a file keeps its name. Targets are ``.png``; when two
-    photos would share one (``a.jpg``, ``a.png``), the later keeps its full name (``a.jpg.png``)."""
+    """Every photo and video of ``inputs`` with its target: a folder's images and videos
+    (recursively, by suffix) keep their path relative to that folder; a file keeps its name.
+    Targets are ``.png`` for photos, ``.mp4`` for videos; when two inputs would share one
+    (``a.jpg``, ``a.png``), the later keeps its full name (``a.jpg.png``)."""
     missing = [str(path) for path in inputs if not path.exists()]
     if missing:
         raise UsageError(f"input not found: {', '.join(missing)}")
@@ -49,30 +62,31 @@ def plan_jobs(inputs: list[Path], out_dir: Path) -> list[Job]:
     found: list[tuple[Path, Path, str]] = []  # (source, path relative to the output folder, label)
     for path in inputs:
         if path.is_dir():
-            for source in _images_below(path, skip=out_resolved):
+            for source in _inputs_below(path, skip=out_resolved):
                 relative = source.relative_to(path)
                 found.append((source, relative, str(path / relative)))
         else:
             found.append((path, Path(path.name), str(path)))
     jobs, taken = [], set()
     for source, relative, label in found:
-        target, copy = relative.with_suffix(".png"), 1
+        suffix = ".mp4" if source.suffix.lower() in VIDEO_SUFFIXES else ".png"
+        target, copy = relative.with_suffix(suffix), 1
         while target in taken:  # a.jpg beside a.png becomes a.jpg.png; a third clash a.jpg-2.png, ...
-            target = relative.with_name(relative.name + (f"-{copy}" if copy > 1 else "") + ".png")
+            target = relative.with_name(relative.name + (f"-{copy}" if copy > 1 else "") + suffix)
             copy += 1
         taken.add(target)
         jobs.append(Job(source, label, _inside(out_resolved, target)))
     return jobs
 
 
-def _images_below(folder: Path, skip: Path) -> list[Path]:
-    """Image files under ``folder`` by suffix, sorted; symlinked folders are not followed and the
-    output folder (when it lies inside) is left out, so a rerun does not cartoonize its own outputs."""
-    images = []
+def _inputs_below(folder: Path, skip: Path) -> list[Path]:
+    """Image and video files under ``folder`` by suffix, sorted; symlinked folders are not followed
+    and the output folder (when it lies inside) is left out, so a rerun does not cartoonize its own outputs."""
+    found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(name for name in dirs if Path(root, name).resolve() != skip)
-        images += [Path(root, name) for name in files if Path(name).suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(images)
+        found += [Path(root, name) for name in files if Path(name).suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES]
+    return sorted(found)
 
 
 def _inside(out_dir: Path, relative: Path) -> Path:
@@ -105,26 +119,41 @@ def torch_cartoonizer(reference: str, settings: TileSettings, device: torch.devi
     return TiledCartoonizer(model, config["size_multiple"], settings, device)
 
 
-def cartoonize_files(jobs: list[Job], run: Callable[[np.ndarray], np.ndarray], max_pixels: int) -> Summary:
-    """Cartoonize every job with ``run``; unusable files are skipped with a reason."""
+def cartoonize_files(jobs: list[Job], run: Callable[[np.ndarray], np.ndarray], max_pixels: int,
+                     temporal: float | None = None) -> Summary:
+    """Cartoonize every job with ``run``; unusable files are skipped with a reason. Videos get a
+    second progress bar counting their frames; ``temporal`` is their blend strength (None: off)."""
     summary = Summary()
-    for job in track(jobs, "cartoonize"):
-        try:
-            photo = decode_image(job.source.read_bytes(), max_pixels)
-        except ImageRejected as exc:
-            summary.skipped.append({"file": job.label, "reason": exc.reason})
-            continue
-        except OSError as exc:
-            summary.skipped.append({"file": job.label, "reason": f"cannot read ({exc.strerror or type(exc).__name__})"})
-            continue
-        write_png(job.target, run(photo))
-        summary.done.append(job.label)
+    with progress() as bar:
+        files = bar.add_task("cartoonize", total=len(jobs), status="")
+        for job in jobs:
+            try:
+                if job.is_video:
+                    summary.videos[job.label] = _video(job, run, max_pixels, temporal, bar)
+                else:
+                    write_png(job.target, run(decode_image(job.source.read_bytes(), max_pixels)))
+                summary.done.append(job.label)
+            except ImageRejected as exc:
+                summary.skipped.append({"file": job.label, "reason": exc.reason})
+            except OSError as exc:
+                summary.skipped.append({"file": job.label, "reason": f"cannot read ({exc.strerror or type(exc).__name__})"})
+            bar.advance(files)
     return summary
 
 
+def _video(job: Job, run: Callable[[np.ndarray], np.ndarray], max_pixels: int, temporal: float | None, bar: Progress) -> str:
+    """Cartoonize one video (PyAV is imported only when there is one); its summary line."""
+    from cartoon.cartoonize_video import cartoonize_video
+
+    return cartoonize_video(job.source, job.target, run, max_pixels, temporal, bar, job.label).describe()
+
+
 def report(summary: Summary, out_dir: Path) -> None:
-    """Print what was done and every skipped file with its reason; all skipped is a runtime failure."""
+    """Print what was done, each video's figures (frames, audio, flicker) and every skipped file
+    with its reason; all skipped is a runtime failure."""
     console.print(f"cartoonize: {len(summary.done)} done, {len(summary.skipped)} skipped; outputs in {out_dir}", markup=False)
+    for label, line in summary.videos.items():
+        console.print(f"  video {label}: {line}", markup=False)
     for item in summary.skipped:
         console.print(f"  skipped {item['file']}: {item['reason']}", markup=False)
     if summary.skipped and not summary.done:

@@ -227,6 +227,8 @@ def evaluate(
 
 
 _TILE_NOTE = "torch backend only: the onnx backend runs whole images"
+#: Default --temporal-strength (README: how it was chosen).
+TEMPORAL_STRENGTH = 0.5
 
 
 class Device(str, Enum):
@@ -247,24 +249,36 @@ class ExportFormat(str, Enum):
 @app.command()
 @handle_errors
 def cartoonize(
-    inputs: Annotated[list[Path], typer.Argument(help="photos: image files and/or folders (searched recursively)", show_default=False)],
-    out: Annotated[Path, typer.Option(help="output folder: PNGs, a folder input's layout mirrored under it", show_default=False)],
+    inputs: Annotated[list[Path], typer.Argument(help="photos and videos: image files, video files (.mp4 .mov .mkv .avi .webm .m4v) and/or folders (searched recursively)", show_default=False)],
+    out: Annotated[Path, typer.Option(help="output folder: a PNG per photo, an H.264 MP4 per video, a folder input's layout mirrored under it", show_default=False)],
     model: Annotated[str, typer.Option(help="generator folder, models:/NAME/VERSION, runs:/ID/generator; or an .onnx file from `cartoon export` with --backend onnx")] = "models/train",
     device: Annotated[Device, typer.Option(help="auto: CUDA if available")] = Device.auto,
     tile: Annotated[int | None, typer.Option(help=f"tile side in pixels; larger photos run in overlapping tiles (default 512; {_TILE_NOTE})", show_default=False)] = None,
     overlap: Annotated[int | None, typer.Option(help=f"pixels shared by neighbouring tiles, cross-faded (default 128; {_TILE_NOTE})", show_default=False)] = None,
     stats_side: Annotated[int | None, typer.Option(help=f"longer side of the whole-image pass that gives the norm statistics (default 1024; {_TILE_NOTE})", show_default=False)] = None,
     backend: Annotated[Backend, typer.Option(help="torch: the trained generator; onnx: an exported .onnx file on onnxruntime")] = Backend.torch,
-    max_pixels: Annotated[int, typer.Option(help="decompression-bomb cap (width*height); larger photos are skipped")] = 40_000_000,
+    max_pixels: Annotated[int, typer.Option(help="decompression-bomb cap (width*height, per video frame too); larger inputs are skipped")] = 40_000_000,
+    temporal: Annotated[bool, typer.Option("--temporal/--no-temporal", help="videos: blend each cartoon frame with the previous one, moved along the optical flow of the input frames, where that flow is reliable (less flicker)")] = False,
+    temporal_strength: Annotated[float | None, typer.Option(help=f"with --temporal: weight of the previous frame, between 0 and 1 (default {TEMPORAL_STRENGTH})", show_default=False)] = None,
 ) -> None:
-    """Cartoonize photos of any size. Unreadable files are skipped with a reason; the run ends
-    with a summary. Exit 2 for usage errors (no inputs, bad model reference), 1 if nothing could be done."""
+    """Cartoonize photos of any size and videos. Unreadable files are skipped with a reason; the run ends
+    with a summary. Exit 2 for usage errors (no inputs, bad model reference), 1 if nothing could be done.
+
+    Videos: every frame is cartoonized like a photo and written as H.264 MP4 (yuv420p; an odd side
+    is padded to even) with the same frame count, timestamps and rate; audio is copied as it is
+    when MP4 takes its codec, else transcoded to AAC. The summary gives each video's flicker
+    figure: the mean absolute difference between each output frame and the previous one moved
+    by the input's optical flow, over pixels where the flow is reliable, beside the same figure
+    for the input (lower is steadier). --temporal lowers it by blending along that flow.
+    """
     from cartoon.cartoonize import cartoonize_files, plan_jobs, report, resolve_device, torch_cartoonizer
     from cartoon.tiling import TileSettings
 
+    if temporal_strength is not None and not (temporal and 0 < temporal_strength < 1):
+        raise UsageError(f"--temporal-strength must lie between 0 and 1 (exclusive) and needs --temporal, got {temporal_strength}")
     jobs = plan_jobs(inputs, out)
     if not jobs:
-        raise UsageError(f"no images in {', '.join(map(str, inputs))}")
+        raise UsageError(f"no images or videos in {', '.join(map(str, inputs))}")
     tiling = {"tile": tile, "overlap": overlap, "stats_side": stats_side}
     if backend is Backend.onnx:
         from cartoon.onnx_export import OnnxCartoonizer
@@ -276,7 +290,8 @@ def cartoonize(
     else:
         settings = TileSettings(**{key: value for key, value in tiling.items() if value is not None})
         run = torch_cartoonizer(model, settings, resolve_device(device.value))
-    report(cartoonize_files(jobs, run, max_pixels), out)
+    strength = (temporal_strength or TEMPORAL_STRENGTH) if temporal else None
+    report(cartoonize_files(jobs, run, max_pixels, strength), out)
 
 
 @app.command()

@@ -1,0 +1,258 @@
+"""`cartoon cartoonize` for videos: every frame through the same cartoonizer as photos, out as H.264 MP4.
+
+PyAV (FFmpeg in its wheel, no system ffmpeg) decodes the input and encodes the output in one
+pass, one frame at a time, so memory does not grow with the length of the video. What is kept:
+
+- every decoded frame, with its own timestamp in the input stream's time base (the encoder
+  works in that time base; the MP4 muxer may pick its own and rescales), and the frame rate
+  as the stream's rate: same frame count, same timing, audio stays in sync even across gaps;
+- every audio stream: its packets copied unchanged when MP4 takes the codec (checked with the
+  muxer itself), else decoded and encoded as AAC. Subtitle and data streams are not copied.
+
+H.264 in yuv420p (what every player takes) needs even sides: an odd width or height is padded
+by repeating the last column or row, and the summary says so. Frames of a size other than the
+first (a mid-stream resolution change) are scaled to the first size. Untrusted files: a file
+that is not a video, has no video stream, or more pixels per frame than ``--max-pixels`` is
+rejected with a reason; a packet that fails to decode is dropped and counted (its neighbours'
+timestamps keep the timing), and a read error ends the video early with a note.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from rich.progress import Progress
+
+from cartoon.artifacts import atomic_write
+from cartoon.data.imageio import ImageRejected
+from cartoon.data.video import FALLBACK_FPS
+from cartoon.temporal import FlickerMeter, FlowEstimator, blend
+
+#: x264 constant quality: 18 is close to visually lossless, so the cartoon's flat areas do not band.
+CRF = "18"
+
+
+class VideoRejected(ImageRejected):
+    """A file that cannot be cartoonized as a video; ``reason`` as for images."""
+
+
+@dataclass
+class VideoResult:
+    """What one video became: counts, the audio handling, notes, and the flicker figures."""
+
+    frames: int = 0
+    fps: Fraction = Fraction(0)
+    audio: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    flicker_input: float | None = None
+    flicker_output: float | None = None
+    temporal: float | None = None
+
+    def describe(self) -> str:
+        audio = "; ".join(self.audio) or "no audio"
+        line = f"{self.frames} frames at {float(self.fps):.6g} fps, H.264; {audio}"
+        if self.flicker_output is not None:
+            temporal = f"temporal {self.temporal:g}" if self.temporal else "no temporal"
+            line += f"; flicker {self.flicker_output:.2f} (input {self.flicker_input:.2f}; {temporal})"
+        return "; ".join([line, *self.notes])
+
+
+def cartoonize_video(
+    source: Path, target: Path, run: Callable[[np.ndarray], np.ndarray], max_pixels: int, temporal: float | None, bar: Progress, label: str
+) -> VideoResult:
+    """Cartoonize ``source`` into the MP4 ``target`` (written to a temp file, renamed when
+    complete); ``temporal`` is the blend strength, None for none. Raises VideoRejected."""
+    try:
+        container = av.open(str(source), metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError) as exc:
+        raise VideoRejected(f"not a readable video ({_why(exc)})") from None
+    with container:
+        if not container.streams.video:
+            raise VideoRejected("no video stream")
+        video = container.streams.video[0]
+        width, height = video.codec_context.width, video.codec_context.height
+        if width * height > max_pixels:
+            raise VideoRejected(f"too many pixels ({width} x {height} > {max_pixels})")
+        if not width or not height:
+            raise VideoRejected("no frame size in the video stream")
+        result = VideoResult(temporal=temporal)
+        task = bar.add_task(f"frames of {label}", total=video.frames or None, status="")
+        try:
+            atomic_write(target, lambda tmp: _transcode(container, tmp, run, temporal, result, lambda: bar.advance(task)))
+        except av.FFmpegError as exc:  # a stream FFmpeg cannot convert or encode: this file only
+            raise VideoRejected(f"cannot transcode after {result.frames} frames ({_why(exc)})") from None
+        finally:
+            bar.remove_task(task)
+    return result
+
+
+def _transcode(
+    container: av.container.InputContainer,
+    tmp: Path,
+    run: Callable[[np.ndarray], np.ndarray],
+    temporal: float | None,
+    result: VideoResult,
+    advance: Callable[[], None],
+) -> None:
+    video = container.streams.video[0]
+    width, height = video.codec_context.width, video.codec_context.height
+    rate = video.average_rate or video.guessed_rate or Fraction(FALLBACK_FPS)
+    time_base = video.time_base or 1 / rate
+    result.fps = rate
+    with av.open(str(tmp), "w", format="mp4") as output:
+        encoder = output.add_stream("libx264", rate=rate, options={"crf": CRF})
+        encoder.width, encoder.height, encoder.pix_fmt = width + width % 2, height + height % 2, "yuv420p"
+        encoder.time_base = encoder.codec_context.time_base = time_base
+        if width % 2 or height % 2:
+            result.notes.append(f"padded {width}x{height} to {encoder.width}x{encoder.height} (H.264 yuv420p needs even sides)")
+        audio = {stream.index: _audio_output(output, stream, result) for stream in container.streams.audio}
+        others = len(container.streams) - 1 - len(audio)
+        if others:
+            result.notes.append(f"{others} other stream{'s' * (others > 1)} (subtitles, data, more video) not copied")
+        flow, input_flicker, output_flicker = FlowEstimator(), FlickerMeter(), FlickerMeter()
+        previous: tuple[np.ndarray, np.ndarray] | None = None  # (input, output) of the last frame
+        resized = 0
+        for frame, pts in _video_frames(container, audio, output, result, time_base, rate):
+            rgb = frame.to_ndarray(format="rgb24")
+            if rgb.shape[:2] != (height, width):
+                rgb, resized = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA), resized + 1
+            cartoon = run(rgb)
+            if previous is not None:
+                motion = flow(previous[0], rgb)
+                if temporal:
+                    cartoon = blend(cartoon, previous[1], motion, temporal)
+                input_flicker.add(previous[0], rgb, motion)
+                output_flicker.add(previous[1], cartoon, motion)
+            previous = rgb, cartoon
+            padded = np.pad(cartoon, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+            out = av.VideoFrame.from_ndarray(padded, format="rgb24")
+            out.pts, out.time_base = pts, time_base
+            output.mux(encoder.encode(out))
+            result.frames += 1
+            advance()
+        if not result.frames:
+            raise VideoRejected("no decodable video frame")
+        output.mux(encoder.encode())
+        for stream, decoder in audio.values():
+            if decoder is not None:
+                output.mux(stream.encode())
+    if resized:
+        result.notes.append(f"{resized} frames of another size scaled to {width}x{height}")
+    result.flicker_input, result.flicker_output = input_flicker.value, output_flicker.value
+
+
+def _audio_output(
+    output: av.container.OutputContainer, stream: av.audio.AudioStream, result: VideoResult
+) -> tuple[av.stream.Stream, av.audio.AudioStream | None]:
+    """The output stream for one input audio stream, and the stream to decode (None: copy packets)."""
+    codec = stream.codec_context.name
+    if _mp4_takes(stream):
+        result.audio.append(f"audio {codec} copied")
+        return output.add_stream_from_template(stream), None
+    result.audio.append(f"audio {codec} transcoded to AAC (MP4 does not take {codec})")
+    encoder = output.add_stream("aac", rate=stream.rate or 48_000)
+    encoder.layout = av.AudioLayout(f"{stream.layout.nb_channels}c")  # the default order: unordered layouts fail AAC
+    return encoder, stream
+
+
+def _mp4_takes(stream: av.audio.AudioStream) -> bool:
+    """Whether the MP4 muxer accepts ``stream``'s packets as they are, asked of the muxer itself
+    (some codecs it lists, like Vorbis, it refuses when the header is written)."""
+    try:
+        with av.open(io.BytesIO(), "w", format="mp4") as probe:
+            probe.add_stream_from_template(stream)
+            probe.start_encoding()
+        return True
+    except (ValueError, av.FFmpegError):
+        return False
+
+
+def _video_frames(
+    container: av.container.InputContainer,
+    audio: dict,
+    output: av.container.OutputContainer,
+    result: VideoResult,
+    time_base: Fraction,
+    rate: Fraction,
+) -> Iterator[tuple[av.VideoFrame, int]]:
+    """Decoded video frames with their output timestamps (``_Timestamps``), in order; audio
+    packets met on the way are copied or transcoded into ``output``."""
+    video = container.streams.video[0]
+    timestamps = _Timestamps(max(1, round(1 / (rate * time_base))), by_index=container.format.name == "avi")
+    broken = 0
+    packets = container.demux(video, *(container.streams[index] for index in audio))
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except av.FFmpegError as exc:
+            result.notes.append(f"input ends early after {result.frames} frames ({_why(exc)})")
+            break
+        if packet.stream.type == "audio":
+            broken += _audio_packet(packet, *audio[packet.stream.index], output)
+            continue
+        try:
+            frames = packet.decode()
+        except av.FFmpegError:
+            broken += 1
+            continue
+        for frame in frames:
+            yield frame, timestamps(frame)
+    if broken:
+        result.notes.append(f"{broken} undecodable packet{'s' * (broken > 1)} dropped")
+    if timestamps.repaired:
+        result.notes.append(f"{timestamps.repaired} missing or repeated timestamps replaced")
+
+
+class _Timestamps:
+    """Presentation timestamps for decoded frames, strictly increasing as the encoder needs.
+
+    A frame keeps its own pts, except in AVI: that format stores no presentation times, and with
+    B-frames FFmpeg hands out decode-order stamps (1, 4, 3, 5, 2, ...), so AVI frames, which run
+    at the constant rate the format is built on, are stamped by their index. A stamp missing or
+    not after the previous one becomes the previous plus one frame (``step`` ticks).
+    """
+
+    def __init__(self, step: int, by_index: bool) -> None:
+        self.step, self.by_index = step, by_index
+        self.count = self.repaired = 0
+        self.last: int | None = None
+
+    def __call__(self, frame: av.VideoFrame) -> int:
+        stamp = self.count * self.step if self.by_index else frame.pts
+        if stamp is None or (self.last is not None and stamp <= self.last):
+            stamp = 0 if self.last is None else self.last + self.step
+            self.repaired += 1
+        self.count, self.last = self.count + 1, stamp
+        return stamp
+
+
+def _audio_packet(
+    packet: av.Packet, stream: av.stream.Stream, decoder: av.audio.AudioStream | None, output: av.container.OutputContainer
+) -> int:
+    """Copy (or transcode) one audio packet into ``output``; 1 if it could not be decoded, else 0."""
+    if decoder is None:
+        if packet.dts is not None:  # the demuxer's empty flush packet has none
+            packet.stream = stream
+            output.mux(packet)
+        return 0
+    try:
+        frames = packet.decode()
+    except av.FFmpegError:
+        return 1
+    for frame in frames:
+        output.mux(stream.encode(frame))
+    return 0
+
+
+def _why(exc: Exception) -> str:
+    """FFmpeg's short reason, without the errno and file name PyAV adds."""
+    return getattr(exc, "strerror", None) or type(exc).__name__

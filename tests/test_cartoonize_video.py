@@ -1,0 +1,123 @@
+"""`cartoon cartoonize` on videos: frames, rate, timestamps and audio kept, H.264 out, the temporal
+option lowering the flicker figure, and broken videos skipped with a reason."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from test_cartoonize import photo, save_tiny
+from typer.testing import CliRunner
+
+from cartoon.cli import app
+from cartoon.data.imageio import write_png
+
+runner = CliRunner()
+FPS, SAMPLE_RATE = 12, 16_000
+
+
+def write_clip(path: Path, frames: int, width: int, height: int, video_codec: str, audio_codec: str, pix_fmt: str) -> None:
+    """Random 8-pixel colour blocks panning right one pixel a frame, with a 440 Hz tone."""
+    blocks = np.random.default_rng(0).integers(0, 256, (height // 8 + 1, (width + frames) // 8 + 1, 3)).astype(np.uint8)
+    texture = np.kron(blocks, np.ones((8, 8, 1), np.uint8))
+    with av.open(str(path), "w") as container:
+        video = container.add_stream(video_codec, rate=FPS)
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        audio = container.add_stream(audio_codec, rate=SAMPLE_RATE)
+        audio.layout = "mono"
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(texture[:height, frames - index : frames - index + width]), format="rgb24"
+            )
+            frame.pts = index
+            container.mux(video.encode(frame))
+        container.mux(video.encode())
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE * frames // FPS) / SAMPLE_RATE)).astype(np.float32)
+        for start in range(0, len(tone), 1024):
+            samples = av.AudioFrame.from_ndarray(tone[None, start : start + 1024], format="flt", layout="mono")
+            samples.sample_rate, samples.pts = SAMPLE_RATE, start
+            container.mux(audio.encode(samples))
+        container.mux(audio.encode())
+
+
+def probe(path: Path) -> dict:
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        times = [frame.time for frame in container.decode(video=0)]
+        audio = [(stream.codec_context.name, float(stream.duration * stream.time_base)) for stream in container.streams.audio]
+        return {
+            "codec": video.codec_context.name,
+            "pix_fmt": video.codec_context.pix_fmt,
+            "size": (video.width, video.height),
+            "rate": video.average_rate,
+            "times": times,
+            "audio": audio,
+        }
+
+
+def flicker(output: str, label: str) -> tuple[float, float]:
+    """(output, input) flicker figures from the summary line of video ``label``."""
+    found = re.search(rf"video {re.escape(label)}: .*flicker ([\d.]+) \(input ([\d.]+)", output)
+    assert found, output
+    return float(found[1]), float(found[2])
+
+
+def test_video_keeps_frames_rate_and_audio_and_temporal_lowers_flicker(tmp_path):
+    gen = save_tiny(tmp_path / "gen", "whitebox")
+    clip = tmp_path / "clips" / "pan.mp4"
+    clip.parent.mkdir()
+    write_clip(clip, 24, 96, 64, "libx264", "aac", "yuv420p")
+    source = probe(clip)
+    figures = {}
+    for option in ("--no-temporal", "--temporal"):
+        out = tmp_path / option.strip("-")
+        result = runner.invoke(app, ["cartoonize", str(tmp_path / "clips"), "--model", str(gen), "--out", str(out), option])
+        assert result.exit_code == 0, result.output
+        assert "1 done, 0 skipped" in result.output and "audio aac copied" in result.output, result.output
+        assert [path.name for path in out.iterdir()] == ["pan.mp4"]  # no temp file left beside it
+        made = probe(out / "pan.mp4")
+        assert (made["codec"], made["pix_fmt"], made["size"]) == ("h264", "yuv420p", (96, 64))
+        assert made["rate"] == source["rate"] == FPS
+        assert made["times"] == source["times"] and len(made["times"]) == 24  # every frame, at its own time
+        assert [codec for codec, _ in made["audio"]] == ["aac"]
+        assert abs(made["audio"][0][1] - source["audio"][0][1]) < 1 / FPS
+        figures[option] = flicker(result.output, str(clip))
+    (plain, plain_input), (steady, steady_input) = figures["--no-temporal"], figures["--temporal"]
+    assert plain_input == steady_input and plain > plain_input  # same input flow; the cartoon flickers more than the footage
+    assert steady < 0.7 * plain, figures
+
+
+def test_broken_videos_are_skipped_while_other_inputs_complete(tmp_path):
+    gen = save_tiny(tmp_path / "gen", "whitebox")
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    write_clip(tmp_path / "whole.mp4", 6, 32, 24, "libx264", "aac", "yuv420p")
+    data = (tmp_path / "whole.mp4").read_bytes()
+    (inputs / "truncated.mp4").write_bytes(data[: len(data) // 2])  # the index (moov) is at the end: gone
+    (inputs / "page.mov").write_text("<!doctype html><html><body>404</body></html>\n")
+    (inputs / "empty.mkv").write_bytes(b"")
+    write_clip(inputs / "odd.avi", 6, 33, 25, "rawvideo", "pcm_u8", "rgb24")  # odd sides; audio MP4 does not take
+    write_png(inputs / "still.png", photo(20, 24))
+    result = runner.invoke(app, ["cartoonize", str(inputs), "--model", str(gen), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and result.exception is None
+    assert "2 done, 3 skipped" in result.output, result.output
+    for name in ("truncated.mp4", "page.mov", "empty.mkv"):
+        assert re.search(rf"skipped {re.escape(str(inputs / name))}: not a readable video \(.+\)", result.output), result.output
+    assert "audio pcm_u8 transcoded to AAC" in result.output and "padded 33x25 to 34x26" in result.output, result.output
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["odd.mp4", "still.png"]
+    made = probe(tmp_path / "out" / "odd.mp4")
+    assert made["size"] == (34, 26) and len(made["times"]) == 6 and [codec for codec, _ in made["audio"]] == ["aac"]
+    assert made["times"] == [float(Fraction(index, FPS)) for index in range(6)]
+
+
+def test_temporal_strength_needs_temporal_and_a_weight_below_one(tmp_path):
+    gen = save_tiny(tmp_path / "gen", "whitebox")
+    write_png(tmp_path / "a.png", photo(12, 12))
+    for extra in (["--temporal-strength", "0.5"], ["--temporal", "--temporal-strength", "1.0"]):
+        result = runner.invoke(app, ["cartoonize", str(tmp_path / "a.png"), "--model", str(gen), "--out", str(tmp_path / "out"), *extra])
+        assert result.exit_code == 2 and "--temporal-strength" in result.output, result.output
+    assert not (tmp_path / "out").exists()
