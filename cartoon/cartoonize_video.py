@@ -10,11 +10,13 @@ pass, one frame at a time, so memory does not grow with the length of the video.
   muxer itself), else decoded and encoded as AAC. Subtitle and data streams are not copied.
 
 H.264 in yuv420p (what every player takes) needs even sides: an odd width or height is padded
-by repeating the last column or row, and the summary says so. Frames of a size other than the
-first (a mid-stream resolution change) are scaled to the first size. Untrusted files: a file
-that is not a video, has no video stream, or more pixels per frame than ``--max-pixels`` is
-rejected with a reason; a packet that fails to decode is dropped and counted (its neighbours'
-timestamps keep the timing), and a read error ends the video early with a note.
+by repeating the last column or row, and the summary says so. Frames stored sideways with a
+display matrix (phones) are turned upright first, as photos are by EXIF. Frames of a size other
+than the first (a mid-stream resolution change) are scaled to the first size. Untrusted files:
+a file that is not a video, has no video stream, or more pixels per frame than
+``--max-pixels`` is rejected with a reason; a packet that fails to decode is dropped and
+counted (its neighbours' timestamps keep the timing), a read error ends the video early, and
+fewer frames than the header promises are noted.
 """
 
 from __future__ import annotations
@@ -83,14 +85,32 @@ def cartoonize_video(
         if not width or not height:
             raise VideoRejected("no frame size in the video stream")
         result = VideoResult(temporal=temporal)
-        task = bar.add_task(f"frames of {label}", total=video.frames or None, status="")
+        turns = _quarter_turns(source)
+        expected = _expected_frames(container)
+        task = bar.add_task(f"frames of {label}", total=expected, status="")
         try:
-            atomic_write(target, lambda tmp: _transcode(container, tmp, run, temporal, result, lambda: bar.advance(task)))
+            atomic_write(target, lambda tmp: _transcode(container, tmp, run, temporal, turns, result, lambda: bar.advance(task)))
         except av.FFmpegError as exc:  # a stream FFmpeg cannot convert or encode: this file only
             raise VideoRejected(f"cannot transcode after {result.frames} frames ({_why(exc)})") from None
         finally:
             bar.remove_task(task)
+    if expected and result.frames < expected - 1:  # demuxers can stop at damage without an error
+        result.notes.append(f"only {result.frames} of about {expected} frames could be decoded")
     return result
+
+
+def _expected_frames(container: av.container.InputContainer) -> int | None:
+    """The frame count the header promises: the stream's count, else its duration (or the
+    file's) times the frame rate; None when the header says neither."""
+    video = container.streams.video[0]
+    rate = video.average_rate or video.guessed_rate
+    if video.frames:
+        return video.frames
+    if rate and video.duration:
+        return round(video.duration * video.time_base * rate)
+    if rate and container.duration:
+        return round(Fraction(container.duration, av.time_base) * rate)
+    return None
 
 
 def _transcode(
@@ -98,11 +118,15 @@ def _transcode(
     tmp: Path,
     run: Callable[[np.ndarray], np.ndarray],
     temporal: float | None,
+    turns: int,
     result: VideoResult,
     advance: Callable[[], None],
 ) -> None:
     video = container.streams.video[0]
-    width, height = video.codec_context.width, video.codec_context.height
+    coded = video.codec_context.width, video.codec_context.height
+    width, height = coded[::-1] if turns % 2 else coded  # upright
+    if turns:
+        result.notes.append(f"turned upright ({90 * turns} degrees counterclockwise, as its display matrix asks)")
     rate = video.average_rate or video.guessed_rate or Fraction(FALLBACK_FPS)
     time_base = video.time_base or 1 / rate
     result.fps = rate
@@ -121,8 +145,9 @@ def _transcode(
         resized = 0
         for frame, pts in _video_frames(container, audio, output, result, time_base, rate):
             rgb = frame.to_ndarray(format="rgb24")
-            if rgb.shape[:2] != (height, width):
-                rgb, resized = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA), resized + 1
+            if rgb.shape[1::-1] != coded:
+                rgb, resized = cv2.resize(rgb, coded, interpolation=cv2.INTER_AREA), resized + 1
+            rgb = np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
             cartoon = run(rgb)
             if previous is not None:
                 motion = flow(previous[0], rgb)
@@ -146,6 +171,20 @@ def _transcode(
     if resized:
         result.notes.append(f"{resized} frames of another size scaled to {width}x{height}")
     result.flicker_input, result.flicker_output = input_flicker.value, output_flicker.value
+
+
+def _quarter_turns(source: Path) -> int:
+    """Counterclockwise quarter turns (0-3) that show ``source``'s frames upright (phones store
+    portrait video sideways with a display matrix). The frames are turned before cartoonizing,
+    as photos are by EXIF, so the model sees upright faces and the MP4 needs no matrix. The
+    matrix comes with decoded frames, so the first frame is peeked in a separate read."""
+    try:
+        with av.open(str(source), metadata_errors="ignore") as container:
+            for frame in container.decode(video=0):
+                return round(frame.rotation / 90) % 4
+    except (av.FFmpegError, ValueError):
+        pass  # the main read reports what is wrong with the file
+    return 0
 
 
 def _audio_output(

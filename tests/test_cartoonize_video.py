@@ -19,13 +19,18 @@ runner = CliRunner()
 FPS, SAMPLE_RATE = 12, 16_000
 
 
-def write_clip(path: Path, frames: int, width: int, height: int, video_codec: str, audio_codec: str, pix_fmt: str) -> None:
-    """Random 8-pixel colour blocks panning right one pixel a frame, with a 440 Hz tone."""
+def write_clip(
+    path: Path, frames: int, width: int, height: int, video_codec: str, audio_codec: str, pix_fmt: str, rotation: int = 0
+) -> None:
+    """Random 8-pixel colour blocks panning right one pixel a frame, with a 440 Hz tone;
+    ``rotation``: the display matrix's counterclockwise degrees, as phones write portrait video."""
     blocks = np.random.default_rng(0).integers(0, 256, (height // 8 + 1, (width + frames) // 8 + 1, 3)).astype(np.uint8)
     texture = np.kron(blocks, np.ones((8, 8, 1), np.uint8))
     with av.open(str(path), "w") as container:
         video = container.add_stream(video_codec, rate=FPS)
         video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        if rotation:
+            video.set_display_rotation(rotation)
         audio = container.add_stream(audio_codec, rate=SAMPLE_RATE)
         audio.layout = "mono"
         for index in range(frames):
@@ -101,14 +106,16 @@ def test_broken_videos_are_skipped_while_other_inputs_complete(tmp_path):
     (inputs / "empty.mkv").write_bytes(b"")
     write_clip(inputs / "odd.avi", 6, 33, 25, "rawvideo", "pcm_u8", "rgb24")  # odd sides; audio MP4 does not take
     write_png(inputs / "still.png", photo(20, 24))
+    write_clip(inputs / "portrait.m4v", 3, 32, 24, "libx264", "aac", "yuv420p", rotation=-90)  # shown 90 degrees clockwise
     result = runner.invoke(app, ["cartoonize", str(inputs), "--model", str(gen), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output and result.exception is None
-    assert "2 done, 3 skipped" in result.output, result.output
+    assert "3 done, 3 skipped" in result.output, result.output
     for name in ("truncated.mp4", "page.mov", "empty.mkv"):
         assert re.search(rf"skipped {re.escape(str(inputs / name))}: not a readable video \(.+\)", result.output), result.output
     assert "audio pcm_u8 transcoded to AAC" in result.output and "padded 33x25 to 34x26" in result.output, result.output
-    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["odd.mp4", "still.png"]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["odd.mp4", "portrait.mp4", "still.png"]
+    assert "turned upright (270 degrees counterclockwise" in result.output and probe(tmp_path / "out" / "portrait.mp4")["size"] == (24, 32)
     made = probe(tmp_path / "out" / "odd.mp4")
     assert made["size"] == (34, 26) and len(made["times"]) == 6 and [codec for codec, _ in made["audio"]] == ["aac"]
     assert made["times"] == [float(Fraction(index, FPS)) for index in range(6)]
