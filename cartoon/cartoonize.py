@@ -47,7 +47,7 @@ class Job:
 class Summary:
     done: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
-    videos: dict[str, str] = field(default_factory=dict)  # label -> what the video became (frames, audio, flicker)
+    videos: list[tuple[str, str]] = field(default_factory=list)  # (label, what it became: frames, audio, flicker)
 
 
 def plan_jobs(inputs: list[Path], out_dir: Path) -> list[Job]:
@@ -129,16 +129,24 @@ def cartoonize_files(jobs: list[Job], run: Callable[[np.ndarray], np.ndarray], m
         for job in jobs:
             try:
                 if job.is_video:
-                    summary.videos[job.label] = _video(job, run, max_pixels, temporal, bar)
+                    summary.videos.append((job.label, _video(job, run, max_pixels, temporal, bar)))
                 else:
-                    write_png(job.target, run(decode_image(job.source.read_bytes(), max_pixels)))
+                    write_png(job.target, run(_read_photo(job, max_pixels)))
                 summary.done.append(job.label)
             except ImageRejected as exc:
                 summary.skipped.append({"file": job.label, "reason": exc.reason})
-            except OSError as exc:
-                summary.skipped.append({"file": job.label, "reason": f"cannot read ({exc.strerror or type(exc).__name__})"})
             bar.advance(files)
     return summary
+
+
+def _read_photo(job: Job, max_pixels: int) -> np.ndarray:
+    """The decoded photo; a file that cannot be read is rejected like one that cannot be decoded
+    (a failure to write the cartoon is not caught: it is no fault of the file)."""
+    try:
+        data = job.source.read_bytes()
+    except OSError as exc:
+        raise ImageRejected(f"cannot read ({exc.strerror or type(exc).__name__})") from None
+    return decode_image(data, max_pixels)
 
 
 def _video(job: Job, run: Callable[[np.ndarray], np.ndarray], max_pixels: int, temporal: float | None, bar: Progress) -> str:
@@ -152,7 +160,7 @@ def report(summary: Summary, out_dir: Path) -> None:
     """Print what was done, each video's figures (frames, audio, flicker) and every skipped file
     with its reason; all skipped is a runtime failure."""
     console.print(f"cartoonize: {len(summary.done)} done, {len(summary.skipped)} skipped; outputs in {out_dir}", markup=False)
-    for label, line in summary.videos.items():
+    for label, line in summary.videos:
         console.print(f"  video {label}: {line}", markup=False)
     for item in summary.skipped:
         console.print(f"  skipped {item['file']}: {item['reason']}", markup=False)

@@ -90,7 +90,7 @@ def cartoonize_video(
         task = bar.add_task(f"frames of {label}", total=expected, status="")
         try:
             atomic_write(target, lambda tmp: _transcode(container, tmp, run, temporal, turns, result, lambda: bar.advance(task)))
-        except av.FFmpegError as exc:  # a stream FFmpeg cannot convert or encode: this file only
+        except (av.FFmpegError, ValueError) as exc:  # a stream FFmpeg (or PyAV) cannot convert or encode: this file only
             raise VideoRejected(f"cannot transcode after {result.frames} frames ({_why(exc)})") from None
         finally:
             bar.remove_task(task)
@@ -136,8 +136,8 @@ def _transcode(
         encoder.time_base = encoder.codec_context.time_base = time_base
         if width % 2 or height % 2:
             result.notes.append(f"padded {width}x{height} to {encoder.width}x{encoder.height} (H.264 yuv420p needs even sides)")
-        audio = {stream.index: _audio_output(output, stream, result) for stream in container.streams.audio}
-        others = len(container.streams) - 1 - len(audio)
+        audio = {stream.index: _audio_output(output, stream, result) for stream in container.streams.audio if _usable(stream, result)}
+        others = len(container.streams) - 1 - len(container.streams.audio)
         if others:
             result.notes.append(f"{others} other stream{'s' * (others > 1)} (subtitles, data, more video) not copied")
         flow, input_flicker, output_flicker = FlowEstimator(), FlickerMeter(), FlickerMeter()
@@ -196,9 +196,18 @@ def _audio_output(
         result.audio.append(f"audio {codec} copied")
         return output.add_stream_from_template(stream), None
     result.audio.append(f"audio {codec} transcoded to AAC (MP4 does not take {codec})")
-    encoder = output.add_stream("aac", rate=stream.rate or 48_000)
+    encoder = output.add_stream("aac", rate=stream.rate)
     encoder.layout = av.AudioLayout(f"{stream.layout.nb_channels}c")  # the default order: unordered layouts fail AAC
     return encoder, stream
+
+
+def _usable(stream: av.audio.AudioStream, result: VideoResult) -> bool:
+    """An audio stream with a sample rate and channels; any other is dropped with a note (a
+    damaged header), rather than failing the whole video."""
+    if stream.rate and stream.layout.nb_channels:
+        return True
+    result.notes.append(f"audio stream {stream.index} dropped (no sample rate or channels in its header)")
+    return False
 
 
 def _mp4_takes(stream: av.audio.AudioStream) -> bool:

@@ -3,10 +3,11 @@
 A generator sees each frame alone. Small changes between consecutive input frames (sensor
 noise, compression, sub-pixel motion) change its strokes and textures far more, so the cartoon
 flickers even where the scene holds still. The input frames say where each pixel came from:
-DIS optical flow (OpenCV; fast, dense, no model to download) from the current input frame to
-the previous one warps the previous *output* onto the current frame, and where that flow can
-be trusted the warped output is blended into the current one. Blending with the previous
-blended frame makes this a running average along motion paths.
+DIS optical flow (OpenCV; fast, dense, no model to download; on frames scaled down to
+FLOW_SIDE) from the current input frame to the previous one warps the previous *output* onto
+the current frame, and where that flow can be trusted the warped output is blended into the
+current one. Blending with the previous blended frame makes this a running average along
+motion paths.
 
 Where the flow cannot be trusted the current output is kept untouched, so occluded, uncovered
 or changed content never drags a ghost along. A pixel is reliable when both hold:
@@ -39,6 +40,10 @@ FB_RATIO, FB_SLACK = 0.01, 0.5
 #: Largest mean absolute difference (0-255, over channels) between the warped previous input and
 #: the current input at a reliable pixel: above compression noise, below a real change.
 PHOTO_TOLERANCE = 12.0
+#: Longer side of the frames the flow is computed on: larger frames are scaled down for DIS and
+#: the flow scaled back up. Cartoon flicker is judged at a few pixels; full-resolution DIS on a
+#: 4K frame would cost more than a GPU takes to cartoonize it.
+FLOW_SIDE = 640
 #: Side of the box filter that softens the blend weight inside the reliable region, so the
 #: border between blended and untouched pixels leaves no visible edge.
 SOFT_EDGE = 5
@@ -63,15 +68,40 @@ class FlowEstimator:
         self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
 
     def __call__(self, previous: np.ndarray, current: np.ndarray) -> Motion:
-        prev_gray = cv2.cvtColor(previous, cv2.COLOR_RGB2GRAY)
-        cur_gray = cv2.cvtColor(current, cv2.COLOR_RGB2GRAY)
-        backward = self.dis.calc(cur_gray, prev_gray, None)  # current -> previous
-        forward = self.dis.calc(prev_gray, cur_gray, None)  # previous -> current
+        prev_gray, cur_gray = (_flow_input(frame) for frame in (previous, current))
+        backward = _full_size(self.dis.calc(cur_gray, prev_gray, None), current.shape)  # current -> previous
+        forward = _full_size(self.dis.calc(prev_gray, cur_gray, None), current.shape)  # previous -> current
         forward_there = warp(forward, backward)  # the forward flow where each pixel came from
-        loop = np.sum((backward + forward_there) ** 2, axis=-1)
-        consistent = loop < FB_RATIO * (np.sum(backward**2, axis=-1) + np.sum(forward_there**2, axis=-1)) + FB_SLACK
-        photometric = np.abs(warp(previous, backward).astype(np.float32) - current).mean(axis=-1) < PHOTO_TOLERANCE
+        consistent = _squared(backward + forward_there) < FB_RATIO * (_squared(backward) + _squared(forward_there)) + FB_SLACK
+        photometric = channel_mean_difference(warp(previous, backward), current) < PHOTO_TOLERANCE
         return Motion(backward, consistent & photometric & _inside_frame(backward))
+
+
+def _squared(flow: np.ndarray) -> np.ndarray:
+    """Squared length of each flow vector (slices: numpy reduces a 2-long last axis slowly)."""
+    return flow[..., 0] ** 2 + flow[..., 1] ** 2
+
+
+def channel_mean_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel absolute difference of two uint8 RGB frames, averaged over channels (float32)."""
+    difference = cv2.absdiff(a, b)
+    return (difference[..., 0].astype(np.float32) + difference[..., 1] + difference[..., 2]) / 3
+
+
+def _flow_input(rgb: np.ndarray) -> np.ndarray:
+    """Grayscale, scaled down (never up) to FLOW_SIDE on the longer side."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    scale = FLOW_SIDE / max(gray.shape)
+    return cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+
+
+def _full_size(flow: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A flow computed on a scaled-down frame, resampled to ``shape`` with its vectors scaled to match."""
+    height, width = shape[:2]
+    if flow.shape[:2] == (height, width):
+        return flow
+    factors = np.array([width / flow.shape[1], height / flow.shape[0]], np.float32)
+    return cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR) * factors
 
 
 def _inside_frame(flow: np.ndarray) -> np.ndarray:
@@ -112,7 +142,7 @@ class FlickerMeter:
         self.total, self.pixels = 0.0, 0
 
     def add(self, previous: np.ndarray, current: np.ndarray, motion: Motion) -> None:
-        difference = np.abs(warp(previous, motion.flow).astype(np.float32) - current).mean(axis=-1)
+        difference = channel_mean_difference(warp(previous, motion.flow), current)
         self.total += float(difference[motion.reliable].sum())
         self.pixels += int(motion.reliable.sum())
 
