@@ -54,7 +54,7 @@ class Motion:
     """How the current input frame relates to the previous one.
 
     ``flow``: HxWx2 float32, for each current pixel the offset to where it was in the previous
-    frame; ``reliable``: HxW bool, where that offset passed both checks.
+    frame; ``reliable``: HxW bool, where that offset passed the checks (and stays inside the frame).
     """
 
     flow: np.ndarray
@@ -73,7 +73,7 @@ class FlowEstimator:
         forward = _full_size(self.dis.calc(prev_gray, cur_gray, None), current.shape)  # previous -> current
         forward_there = warp(forward, backward)  # the forward flow where each pixel came from
         consistent = _squared(backward + forward_there) < FB_RATIO * (_squared(backward) + _squared(forward_there)) + FB_SLACK
-        photometric = channel_mean_difference(warp(previous, backward), current) < PHOTO_TOLERANCE
+        photometric = _channel_mean_difference(warp(previous, backward), current) < PHOTO_TOLERANCE
         return Motion(backward, consistent & photometric & _inside_frame(backward))
 
 
@@ -82,7 +82,7 @@ def _squared(flow: np.ndarray) -> np.ndarray:
     return flow[..., 0] ** 2 + flow[..., 1] ** 2
 
 
-def channel_mean_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _channel_mean_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-pixel absolute difference of two uint8 RGB frames, averaged over channels (float32)."""
     difference = cv2.absdiff(a, b)
     return (difference[..., 0].astype(np.float32) + difference[..., 1] + difference[..., 2]) / 3
@@ -142,7 +142,7 @@ class FlickerMeter:
         self.total, self.pixels = 0.0, 0
 
     def add(self, previous: np.ndarray, current: np.ndarray, motion: Motion) -> None:
-        difference = channel_mean_difference(warp(previous, motion.flow), current)
+        difference = _channel_mean_difference(warp(previous, motion.flow), current)
         self.total += float(difference[motion.reliable].sum())
         self.pixels += int(motion.reliable.sum())
 

@@ -8,7 +8,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
+import pytest
 from test_cartoonize import photo, save_tiny
 from typer.testing import CliRunner
 
@@ -128,3 +130,38 @@ def test_temporal_strength_needs_temporal_and_a_weight_below_one(tmp_path):
         result = runner.invoke(app, ["cartoonize", str(tmp_path / "a.png"), "--model", str(gen), "--out", str(tmp_path / "out"), *extra])
         assert result.exit_code == 2 and "--temporal-strength" in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_video_leaves_no_file(tmp_path):
+    """Ctrl-C in the middle of a video: neither the target nor its temp file is left behind."""
+    from cartoon.cartoonize_video import cartoonize_video
+    from cartoon.progress import progress
+
+    write_clip(tmp_path / "clip.mkv", 8, 32, 24, "libx264", "aac", "yuv420p")
+    calls = []
+
+    def interrupted(rgb: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return rgb
+
+    with pytest.raises(KeyboardInterrupt), progress(disable=True) as bar:
+        cartoonize_video(tmp_path / "clip.mkv", tmp_path / "out" / "clip.mp4", interrupted, 10**6, None, bar, "clip.mkv")
+    assert len(calls) == 5 and list((tmp_path / "out").iterdir()) == []
+
+
+def test_flow_is_trusted_along_motion_and_not_across_a_cut():
+    from cartoon.temporal import FlowEstimator, blend
+
+    rng = np.random.default_rng(1)
+    scene = cv2.resize(rng.integers(0, 256, (16, 24, 3), dtype=np.uint8), (192, 128), interpolation=cv2.INTER_CUBIC)
+    previous, shifted = scene[:96, :160], scene[2:98, 3:163]  # the camera moves 3 px right, 2 px down
+    motion = FlowEstimator()(previous, shifted)
+    assert motion.reliable.mean() > 0.8
+    assert np.allclose(motion.flow[motion.reliable].mean(axis=0), (3, 2), atol=0.25)
+    other = cv2.resize(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8), (160, 96), interpolation=cv2.INTER_CUBIC)
+    cut = FlowEstimator()(previous, other)
+    assert cut.reliable.mean() < 0.1
+    kept = blend(other, np.zeros_like(other), cut, 0.5)  # where the flow is unreliable the frame stays as it is
+    assert np.array_equal(kept[~cut.reliable], other[~cut.reliable])
