@@ -119,8 +119,7 @@ def torch_cartoonizer(reference: str, settings: TileSettings, device: torch.devi
     return TiledCartoonizer(model, config["size_multiple"], settings, device)
 
 
-def cartoonize_files(jobs: list[Job], run: Callable[[np.ndarray], np.ndarray], max_pixels: int,
-                     temporal: float | None = None) -> Summary:
+def cartoonize_files(jobs: list[Job], run: Callable[[np.ndarray], np.ndarray], max_pixels: int, temporal: float | None = None) -> Summary:
     """Cartoonize every job with ``run``; unusable files are skipped with a reason. Videos get a
     second progress bar counting their frames; ``temporal`` is their blend strength (None: off)."""
     summary = Summary()
