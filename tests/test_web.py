@@ -3,6 +3,8 @@ download works, a bad upload explained), and the command's errors without one.""
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import os
 import shutil
 import signal
@@ -17,6 +19,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from test_cartoonize import photo, save_tiny
 from test_serve import free_port
 from typer.testing import CliRunner
@@ -45,11 +48,8 @@ def _require(ok: bool, reason: str) -> None:
 
 
 def _has(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
+    """Installed, found without importing it (Gradio is imported only with its telemetry off)."""
+    return importlib.util.find_spec(module) is not None
 
 
 def _register(name: str, folders: list[Path]) -> None:
@@ -66,6 +66,12 @@ def _register(name: str, folders: list[Path]) -> None:
     client.set_registered_model_alias(name, "candidate", str(len(folders)))
 
 
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def test_uploads_are_decoded_as_untrusted_and_bad_ones_explained(tmp_path):
     gen = save_tiny(tmp_path / "gen", "whitebox")
     (tmp_path / "out").mkdir()
@@ -77,6 +83,7 @@ def test_uploads_are_decoded_as_untrusted_and_bad_ones_explained(tmp_path):
         "page.jpg": b"<!doctype html><html><body>404</body></html>\n",
         "empty.png": b"",
         "truncated.png": (tmp_path / "whole.png").read_bytes()[:200],
+        "bomb.png": _png_bytes(Image.new("1", (10_000, 5_000))),  # 50 Mpx in a few KB
     }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
@@ -85,10 +92,13 @@ def test_uploads_are_decoded_as_untrusted_and_bad_ones_explained(tmp_path):
             result.message.startswith(f"Cannot use {name}: ") and result.png is None
         ), result
     assert cartoonist.run(None, str(gen)).message == "Upload a photo first."
+    assert (
+        "too many pixels"
+        in cartoonist.run(str(tmp_path / "bomb.png"), str(gen)).message
+    )
+    # The upload is checked before the model.
     missing = cartoonist.run(str(tmp_path / "page.jpg"), "no-such-folder").message
-    assert missing.startswith(
-        "Cannot use page.jpg"
-    )  # the upload is checked before the model
+    assert missing.startswith("Cannot use page.jpg")
     image = photo(40, 30)
     write_png(tmp_path / "my photo!.png", image)
     assert cartoonist.run(
@@ -119,9 +129,8 @@ def test_missing_gradio_is_a_usage_error_saying_how_to_install(project, monkeypa
 )
 def test_bad_models_are_usage_errors(project, monkeypatch, arguments):
     _require(_has("gradio"), "gradio is not installed (pip install -e '.[web]')")
-    monkeypatch.setattr(
-        web, "registered_choices", list
-    )  # an empty registry: nothing to offer
+    # An empty registry: with no --model, nothing to offer.
+    monkeypatch.setattr(web, "registered_choices", list)
     result = runner.invoke(app, ["web", *arguments, "--port", str(free_port())])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
 
