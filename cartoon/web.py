@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -47,6 +48,8 @@ OFFLINE_ENVIRONMENT = {
 }
 #: Buttons on the two images; Gradio's "share" one would upload to the Hugging Face Hub.
 OUTPUT_BUTTONS = ["download", "fullscreen"]
+#: How long a result PNG is kept (a long-running page would otherwise keep every one).
+KEEP_RESULTS_S = 3600
 #: Uploads larger than this are refused by Gradio before they reach the page's code.
 MAX_UPLOAD = "200mb"
 INSTALL_HINT = (
@@ -123,16 +126,11 @@ class Cartoonist:
         max_pixels: int,
         out_dir: Path,
     ) -> None:
-        self.settings, self.device, self.max_pixels, self.out_dir = (
-            settings,
-            device,
-            max_pixels,
-            out_dir,
-        )
+        self.settings, self.device = settings, device
+        self.max_pixels, self.out_dir = max_pixels, out_dir
         self._models: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-        self._lock = (
-            threading.Lock()
-        )  # one load per model, even when two requests ask at once
+        # One load per model, even when two requests ask at once.
+        self._lock = threading.Lock()
 
     def model(self, reference: str) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
         """(the reference with any alias resolved to its version, its cartoonizer)."""
@@ -172,6 +170,8 @@ class Cartoonist:
         cartoon = cartoonize(photo)
         seconds = time.perf_counter() - start
         # A folder per run: two visitors uploading photo.jpg never get each other's cartoon.
+        # Gradio serves its own copy of the file, so older runs' folders can go.
+        _remove_older_than(self.out_dir, KEEP_RESULTS_S)
         png = (
             Path(tempfile.mkdtemp(dir=self.out_dir)) / f"{_safe_stem(name)}-cartoon.png"
         )
@@ -188,6 +188,14 @@ class Cartoonist:
             cartoon,
             png,
         )
+
+
+def _remove_older_than(folder: Path, seconds: float) -> None:
+    """Delete the run folders in ``folder`` last changed more than ``seconds`` ago."""
+    limit = time.time() - seconds
+    for run_dir in folder.iterdir():
+        if run_dir.is_dir() and run_dir.stat().st_mtime < limit:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _safe_stem(name: str) -> str:

@@ -104,7 +104,11 @@ def test_uploads_are_decoded_as_untrusted_and_bad_ones_explained(tmp_path):
     assert cartoonist.run(
         str(tmp_path / "my photo!.png"), "no-such-folder"
     ).message.startswith("Cannot load no-such-folder: model not found")
+    stale = tmp_path / "out" / "an-hour-old-run"
+    stale.mkdir()
+    os.utime(stale, (time.time() - web.KEEP_RESULTS_S - 60,) * 2)
     result = cartoonist.run(str(tmp_path / "my photo!.png"), str(gen))
+    assert not stale.exists()  # old results go; the new one stays
     expected = torch_cartoonizer(str(gen), TileSettings(), "cpu")(image)
     np.testing.assert_array_equal(result.cartoon, expected)
     np.testing.assert_array_equal(result.photo, image)
