@@ -321,6 +321,23 @@ def methods() -> None:
                 typer.echo(f"    {name}.{group}.{key} = {field.default!r}  {field.description or ''}")
 
 
+@app.command()
+@handle_errors
+def web(
+    model: Annotated[list[str] | None, typer.Option(help="a model to offer besides the registered cartoon-* aliases (repeatable): generator folder, models:/NAME/VERSION, models:/NAME@ALIAS; the first is preselected", show_default=False)] = None,
+    host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 lets other machines upload photos to this one")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port of the page")] = 7860,
+    device: Annotated[Device, typer.Option(help="auto: CUDA if available")] = Device.auto,
+    max_pixels: Annotated[int, typer.Option(help="decompression-bomb cap (width*height); larger uploads are refused")] = 40_000_000,
+) -> None:
+    """Serve a page to try the models in a browser: upload a photo, pick a model, see the cartoon,
+    download it as PNG. Needs Gradio (the project's web extra). Runs until Ctrl-C."""
+    from cartoon.cartoonize import resolve_device
+    from cartoon.web import serve
+
+    serve(model or [], host, port, resolve_device(device.value), max_pixels)
+
+
 class Mode(str, Enum):
     max = "max"
     min = "min"
