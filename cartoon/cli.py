@@ -212,10 +212,11 @@ def evaluate(
     mlflow_run: Annotated[str | None, typer.Option(help="MLflow run id, or a mlflow_run.json file, to log the metrics to")] = None,
     faces: Annotated[bool, typer.Option("--faces", help="the photos are aligned face crops: measure faces at the template square (evaluate.faces: aligned)")] = False,
     cartoons: Annotated[Path | None, typer.Option(help="a cartoon set (folder or .npy image store) for FID/KID to cartoons, e.g. data/resized/cartoon/train.npy")] = None,
+    references: Annotated[Path | None, typer.Option(help="expected outputs (folder or .npy image store) matched to the photos by file stem: adds PSNR and SSIM")] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Cartoonize a folder of photos (or an image store) and measure content kept, cartoon-likeness, faces kept and
-    FID/KID to the inputs and to a cartoon set (see README)."""
+    """Cartoonize a folder of photos (or an image store) and measure content kept, cartoon-likeness, faces kept,
+    FID/KID to the inputs and to a cartoon set, and PSNR/SSIM against references (see README)."""
     from cartoon.evaluate import evaluate as run
 
     run_id = mlflow_run
@@ -224,7 +225,7 @@ def evaluate(
     loaded = _load_run(params)
     if faces:
         loaded = loaded.model_copy(update={"evaluate": loaded.evaluate.model_copy(update={"faces": "aligned"})})
-    metrics = run(model, photos, out, loaded, run_id, cartoons)
+    metrics = run(model, photos, out, loaded, run_id, cartoons, references)
     typer.echo(json.dumps(metrics, indent=2))
 
 

@@ -30,7 +30,7 @@ from cartoon.face_metrics import FaceMeter, load_dlib68
 from cartoon.inception import InceptionFeatures, absent_reason, distances, find_weights
 from cartoon.inference import cartoonize, limit_side, to_tensor
 from cartoon.landmarks import load_onet
-from cartoon.metrics import STYLE_KEYS, edge_ssim, luminance_ssim, style_of
+from cartoon.metrics import STYLE_KEYS, edge_ssim, luminance_ssim, paired, style_of
 from cartoon.params import Params
 from cartoon.progress import track
 from cartoon.vgg import load_vgg
@@ -105,10 +105,12 @@ def evaluate(
     params: Params,
     log_to_run: str | None = None,
     cartoons: Path | None = None,
+    references: Path | None = None,
 ) -> dict[str, Any]:
     """Cartoonize every photo of ``photos`` (a folder or a store); write images, grid.png and
     metrics.json to ``out_dir``. ``cartoons`` (a folder or a store) is the set FID/KID compare
-    the outputs with, beside the inputs."""
+    the outputs with, beside the inputs; ``references`` (a folder or a store) holds the expected
+    output of each photo under the photo's file stem (a hazy photo's clear original) for PSNR/SSIM."""
     items = _photos(photos, params.resize.max_pixels)
     if not items:
         raise UsageError(f"no images in {photos}")
@@ -116,6 +118,7 @@ def evaluate(
     if cartoons and not cartoon_items:
         raise UsageError(f"no images in {cartoons}")
     inception, inception_absent = _inception(params)
+    expected = _references(references, items, params) if references else {}
     generator, config = load_cartoonizer(resolve_model(model))
     scorer = CartoonScore.from_json(config["cartoon_score"]) if config.get("cartoon_score") else None
     features = load_vgg(params.vgg, "conv4_4")
@@ -126,7 +129,7 @@ def evaluate(
         stale.unlink()
 
     content_rows, style_rows, input_rows, skipped, pairs = [], [], [], [], []
-    output_features, photo_features = [], []
+    output_features, photo_features, paired_rows, paired_input_rows = [], [], [], []
     for label, stem, load in track(items, "evaluate"):
         try:
             photo = limit_side(load(), params.evaluate.max_side)
@@ -144,6 +147,10 @@ def evaluate(
         input_rows.append(style_of(photo) | ({"cartoon_score": scorer.score(photo)} if scorer else {}))
         if faces is not None:
             faces.add(photo, output)
+        if stem in expected:
+            reference = expected[stem]()
+            paired_rows.append(paired(output, reference))
+            paired_input_rows.append(paired(photo, reference))
         if inception is not None:
             output_features.append(inception(output))
             photo_features.append(inception(photo))
@@ -171,6 +178,9 @@ def evaluate(
         metrics["style_progress"] = {key: style_progress(inputs[key], style[key], reference[key]) for key in STYLE_KEYS}
     if scorer:
         metrics["cartoon_score_auc"] = scorer.cv_auc
+    if references:
+        metrics["paired"] = _mean(paired_rows) | {"images": len(paired_rows)}
+        metrics["paired_input"] = _mean(paired_input_rows)
     metrics["fid_kid"] = (
         _fid_kid(inception, np.array(output_features), np.array(photo_features), cartoon_items, params)
         if inception is not None
@@ -206,6 +216,18 @@ def _face_meter(params: Params) -> tuple[FaceMeter | None, str, str]:
     dlib68, dlib68_absent = load_dlib68(params.evaluate.dlib_predictor)
     detector = FaceDetector(params.evaluate.face_min_size, min_score=0.9)
     return FaceMeter(landmarks, detector, aligned=params.evaluate.faces == "aligned", dlib68=dlib68), "", dlib68_absent
+
+
+def _references(references: Path, items: list[Photo], params: Params) -> dict[str, Callable[[], np.ndarray]]:
+    """The reference loader of each photo, by stem; no photo with a reference is a usage error."""
+    by_stem = {stem: load for _label, stem, load in _photos(references, params.resize.max_pixels)}
+    matched = {stem: by_stem[stem] for _label, stem, _load in items if stem in by_stem}
+    if not matched:
+        raise UsageError(
+            f"no reference in {references} matches a photo by file stem (photos e.g. {items[0][1]!r}, "
+            f"references e.g. {next(iter(by_stem), 'none')!r})"
+        )
+    return matched
 
 
 def _inception(params: Params) -> tuple[InceptionFeatures | None, str]:

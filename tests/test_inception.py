@@ -94,3 +94,23 @@ def test_a_file_of_other_weights_is_refused_naming_it(tmp_path):
     torch.save({"conv.weight": torch.zeros(3, 3)}, path)
     with pytest.raises(RuntimeFailure, match="does not hold FID Inception weights"):
         InceptionFeatures(path)
+
+
+def test_references_add_psnr_and_ssim_matched_by_stem(project):
+    from cartoon.data.imageio import read_rgb, write_png
+
+    assert runner.invoke(app, ["pretrain", "--photos", "photo.npy", "--out", "gen"]).exit_code == 0
+    refs = project / "refs"
+    write_png(refs / "000.png", read_rgb(project / "test/000.png"))  # the input itself as the expected output
+    write_png(refs / "001.png", np.zeros((32, 32, 3), np.uint8))
+    write_png(refs / "unmatched.png", np.zeros((32, 32, 3), np.uint8))
+    result = runner.invoke(app, ["evaluate", "--model", "gen", "--photos", "test", "--out", "res", "--references", "refs"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((project / "res/metrics.json").read_text())
+    assert metrics["paired"]["images"] == 2
+    # 000's input equals its reference (100 dB, SSIM 1); 001's noise input against black: about 4.8 dB, SSIM near 0
+    assert 51 < metrics["paired_input"]["psnr"] < 54 and 0.45 < metrics["paired_input"]["ssim"] < 0.55
+    assert 0 < metrics["paired"]["psnr"] < metrics["paired_input"]["psnr"] and -1 <= metrics["paired"]["ssim"] < 1
+    write_png(project / "others" / "zzz.png", np.zeros((32, 32, 3), np.uint8))
+    result = runner.invoke(app, ["evaluate", "--model", "gen", "--photos", "test", "--out", "res", "--references", "others"])
+    assert result.exit_code == 2 and "matches a photo by file stem" in result.output
