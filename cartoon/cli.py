@@ -229,6 +229,25 @@ def evaluate(
     typer.echo(json.dumps(metrics, indent=2))
 
 
+@app.command()
+@handle_errors
+def compare(
+    models: Annotated[list[str], typer.Argument(help="two or more: DVC experiment names, MLflow run ids, models:/NAME/VERSION or models:/NAME@ALIAS")],
+    photos: Annotated[Path, typer.Option(help="photos every model cartoonizes: a folder or a .npy image store")] = Path("data/resized/photo/test.npy"),
+    out: Annotated[Path, typer.Option(help="output folder: compare.html, compare.md, compare.json, images/")] = Path("reports/compare"),
+    count: Annotated[int, typer.Option(min=1, help="how many of the photos to show")] = 6,
+    max_side: Annotated[int, typer.Option(min=16, help="longer photo side is scaled down to this first")] = 256,
+    log: Annotated[bool, typer.Option(help="also log the page to MLflow (experiment 'compare')")] = True,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Compare trained models side by side: the same photos cartoonized by each, the params that differ between
+    their training runs and their evaluation metrics, as one page (HTML and Markdown), also logged to MLflow."""
+    from cartoon.compare import compare as run
+
+    page = run(models, photos, out, count, max_side, _load(params).resize.max_pixels, log)
+    typer.echo(f"compared {len(models)} models on {len(page['photos'])} photos: {out / 'compare.html'}")
+
+
 _TILE_NOTE = "torch backend only: the onnx backend runs whole images"
 
 

@@ -73,7 +73,7 @@ def comparison_grid(pairs: list[tuple[np.ndarray, np.ndarray]], tile: int = GRID
 Photo = tuple[str, str, Callable[[], np.ndarray]]
 
 
-def _photos(photos: Path, max_pixels: int) -> list[Photo]:
+def photo_items(photos: Path, max_pixels: int) -> list[Photo]:
     """The rows of a store, or the image files of a folder decoded as untrusted input one at a
     time (loading raises ImageRejected for an unusable file)."""
     if is_store(photos):
@@ -111,10 +111,10 @@ def evaluate(
     metrics.json to ``out_dir``. ``cartoons`` (a folder or a store) is the set FID/KID compare
     the outputs with, beside the inputs; ``references`` (a folder or a store) holds the expected
     output of each photo under the photo's file stem (a hazy photo's clear original) for PSNR/SSIM."""
-    items = _photos(photos, params.resize.max_pixels)
+    items = photo_items(photos, params.resize.max_pixels)
     if not items:
         raise UsageError(f"no images in {photos}")
-    cartoon_items = _photos(cartoons, params.resize.max_pixels) if cartoons else []
+    cartoon_items = photo_items(cartoons, params.resize.max_pixels) if cartoons else []
     if cartoons and not cartoon_items:
         raise UsageError(f"no images in {cartoons}")
     inception, inception_absent = _inception(params)
@@ -220,7 +220,7 @@ def _face_meter(params: Params) -> tuple[FaceMeter | None, str, str]:
 
 def _references(references: Path, items: list[Photo], params: Params) -> dict[str, Callable[[], np.ndarray]]:
     """The reference loader of each photo, by stem; no photo with a reference is a usage error."""
-    by_stem = {stem: load for _label, stem, load in _photos(references, params.resize.max_pixels)}
+    by_stem = {stem: load for _label, stem, load in photo_items(references, params.resize.max_pixels)}
     matched = {stem: by_stem[stem] for _label, stem, _load in items if stem in by_stem}
     if not matched:
         raise UsageError(
