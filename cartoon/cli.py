@@ -211,9 +211,12 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="output folder: images/, grid.png, metrics.json")] = Path("reports/evaluate"),
     mlflow_run: Annotated[str | None, typer.Option(help="MLflow run id, or a mlflow_run.json file, to log the metrics to")] = None,
     faces: Annotated[bool, typer.Option("--faces", help="the photos are aligned face crops: measure faces at the template square (evaluate.faces: aligned)")] = False,
+    cartoons: Annotated[Path | None, typer.Option(help="a cartoon set (folder or .npy image store) for FID/KID to cartoons, e.g. data/resized/cartoon/train.npy")] = None,
+    references: Annotated[Path | None, typer.Option(help="expected outputs (folder or .npy image store) matched to the photos by file stem: adds PSNR and SSIM")] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Cartoonize a folder of photos (or an image store) and measure content kept, cartoon-likeness and faces kept (see README)."""
+    """Cartoonize a folder of photos (or an image store) and measure content kept, cartoon-likeness, faces kept,
+    FID/KID to the inputs and to a cartoon set, and PSNR/SSIM against references (see README)."""
     from cartoon.evaluate import evaluate as run
 
     run_id = mlflow_run
@@ -222,8 +225,27 @@ def evaluate(
     loaded = _load_run(params)
     if faces:
         loaded = loaded.model_copy(update={"evaluate": loaded.evaluate.model_copy(update={"faces": "aligned"})})
-    metrics = run(model, photos, out, loaded, run_id)
+    metrics = run(model, photos, out, loaded, run_id, cartoons, references)
     typer.echo(json.dumps(metrics, indent=2))
+
+
+@app.command()
+@handle_errors
+def compare(
+    models: Annotated[list[str], typer.Argument(help="two or more: DVC experiment names, MLflow run ids, models:/NAME/VERSION or models:/NAME@ALIAS")],
+    photos: Annotated[Path, typer.Option(help="photos every model cartoonizes: a folder or a .npy image store")] = Path("data/resized/photo/test.npy"),
+    out: Annotated[Path, typer.Option(help="output folder: compare.html, compare.md, compare.json, images/")] = Path("reports/compare"),
+    count: Annotated[int, typer.Option(min=1, help="how many of the photos to show")] = 6,
+    max_side: Annotated[int, typer.Option(min=16, help="longer photo side is scaled down to this first")] = 256,
+    log: Annotated[bool, typer.Option(help="also log the page to MLflow (experiment 'compare')")] = True,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Compare trained models side by side: the same photos cartoonized by each, the params that differ between
+    their training runs and their evaluation metrics, as one page (HTML and Markdown), also logged to MLflow."""
+    from cartoon.compare import compare as run
+
+    page = run(models, photos, out, count, max_side, _load(params).resize.max_pixels, log)
+    typer.echo(f"compared {len(models)} models on {len(page['photos'])} photos: {out / 'compare.html'}")
 
 
 _TILE_NOTE = "torch backend only: the onnx backend runs whole images"

@@ -3,8 +3,8 @@
 Photos come from a folder (any size, untrusted: unreadable files are skipped and listed) or an
 image store (the resize stage's held-out ``photo/test.npy``). For every photo it writes the
 cartoonized image, then one comparison grid (inputs over outputs) and ``metrics.json``: how much
-content the output keeps, how cartoon-like it is, and how far its style statistics are from the
-cartoon training set's (stored with the model).
+content the output keeps, how cartoon-like it is, how far its style statistics are from the
+cartoon training set's (stored with the model), and FID/KID to a cartoon set and to the inputs.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from cartoon.data.store import is_store, read_store
 from cartoon.data.faces import FaceDetector
 from cartoon.errors import RuntimeFailure, UsageError
 from cartoon.face_metrics import FaceMeter, load_dlib68
+from cartoon.inception import InceptionFeatures, absent_reason, distances, find_weights
 from cartoon.inference import cartoonize, limit_side, to_tensor
 from cartoon.landmarks import load_onet
-from cartoon.metrics import STYLE_KEYS, edge_ssim, luminance_ssim, style_of
+from cartoon.metrics import STYLE_KEYS, edge_ssim, luminance_ssim, paired, style_of
 from cartoon.params import Params
 from cartoon.progress import track
 from cartoon.vgg import load_vgg
@@ -72,7 +73,7 @@ def comparison_grid(pairs: list[tuple[np.ndarray, np.ndarray]], tile: int = GRID
 Photo = tuple[str, str, Callable[[], np.ndarray]]
 
 
-def _photos(photos: Path, max_pixels: int) -> list[Photo]:
+def photo_items(photos: Path, max_pixels: int) -> list[Photo]:
     """The rows of a store, or the image files of a folder decoded as untrusted input one at a
     time (loading raises ImageRejected for an unusable file)."""
     if is_store(photos):
@@ -103,12 +104,21 @@ def evaluate(
     out_dir: Path,
     params: Params,
     log_to_run: str | None = None,
+    cartoons: Path | None = None,
+    references: Path | None = None,
 ) -> dict[str, Any]:
     """Cartoonize every photo of ``photos`` (a folder or a store); write images, grid.png and
-    metrics.json to ``out_dir``."""
-    items = _photos(photos, params.resize.max_pixels)
+    metrics.json to ``out_dir``. ``cartoons`` (a folder or a store) is the set FID/KID compare
+    the outputs with, beside the inputs; ``references`` (a folder or a store) holds the expected
+    output of each photo under the photo's file stem (a hazy photo's clear original) for PSNR/SSIM."""
+    items = photo_items(photos, params.resize.max_pixels)
     if not items:
         raise UsageError(f"no images in {photos}")
+    cartoon_items = photo_items(cartoons, params.resize.max_pixels) if cartoons else []
+    if cartoons and not cartoon_items:
+        raise UsageError(f"no images in {cartoons}")
+    inception, inception_absent = _inception(params)
+    expected = _references(references, items, params) if references else {}
     generator, config = load_cartoonizer(resolve_model(model))
     scorer = CartoonScore.from_json(config["cartoon_score"]) if config.get("cartoon_score") else None
     features = load_vgg(params.vgg, "conv4_4")
@@ -119,6 +129,7 @@ def evaluate(
         stale.unlink()
 
     content_rows, style_rows, input_rows, skipped, pairs = [], [], [], [], []
+    output_features, photo_features, paired_rows, paired_input_rows = [], [], [], []
     for label, stem, load in track(items, "evaluate"):
         try:
             photo = limit_side(load(), params.evaluate.max_side)
@@ -136,6 +147,13 @@ def evaluate(
         input_rows.append(style_of(photo) | ({"cartoon_score": scorer.score(photo)} if scorer else {}))
         if faces is not None:
             faces.add(photo, output)
+        if stem in expected:
+            reference = expected[stem]()
+            paired_rows.append(paired(output, reference))
+            paired_input_rows.append(paired(photo, reference))
+        if inception is not None:
+            output_features.append(inception(output))
+            photo_features.append(inception(photo))
         if len(pairs) < params.evaluate.grid_images:
             pairs.append((photo, output))
     if not content_rows:
@@ -160,6 +178,14 @@ def evaluate(
         metrics["style_progress"] = {key: style_progress(inputs[key], style[key], reference[key]) for key in STYLE_KEYS}
     if scorer:
         metrics["cartoon_score_auc"] = scorer.cv_auc
+    if references:
+        metrics["paired"] = _mean(paired_rows) | {"images": len(paired_rows)}
+        metrics["paired_input"] = _mean(paired_input_rows)
+    metrics["fid_kid"] = (
+        _fid_kid(inception, np.array(output_features), np.array(photo_features), cartoon_items, params)
+        if inception is not None
+        else {"absent": inception_absent}
+    )
     face_figures = faces.summary() if faces is not None else None
     if face_figures:
         metrics["faces"] = face_figures
@@ -168,6 +194,7 @@ def evaluate(
     if not face_figures and not dlib68_absent:
         dlib68_absent = faces_absent  # the 68-point check was ready, but there was no face to measure
     info = {"model": model, "method": config["method"], "vgg_source": features.source, "vgg_layer": features.layer,
+            "inception": inception.source if inception is not None else f"absent: {inception_absent}",
             "skipped_files": skipped, "faces": faces.landmarks.source if face_figures else f"absent: {faces_absent}",
             "faces_dlib68": faces.dlib68.source if face_figures and faces.dlib68 else f"absent: {dlib68_absent}"}
     write_json(out_dir / "metrics.json", metrics)
@@ -191,11 +218,60 @@ def _face_meter(params: Params) -> tuple[FaceMeter | None, str, str]:
     return FaceMeter(landmarks, detector, aligned=params.evaluate.faces == "aligned", dlib68=dlib68), "", dlib68_absent
 
 
+def _references(references: Path, items: list[Photo], params: Params) -> dict[str, Callable[[], np.ndarray]]:
+    """The reference loader of each photo, by stem; no photo with a reference is a usage error."""
+    by_stem = {stem: load for _label, stem, load in photo_items(references, params.resize.max_pixels)}
+    matched = {stem: by_stem[stem] for _label, stem, _load in items if stem in by_stem}
+    if not matched:
+        raise UsageError(
+            f"no reference in {references} matches a photo by file stem (photos e.g. {items[0][1]!r}, "
+            f"references e.g. {next(iter(by_stem), 'none')!r})"
+        )
+    return matched
+
+
+def _inception(params: Params) -> tuple[InceptionFeatures | None, str]:
+    """The FID Inception, or None and why (off, or no weights)."""
+    if not params.evaluate.fid:
+        return None, "evaluate.fid is off"
+    path = find_weights(params.evaluate.inception_weights)
+    if path is None:
+        return None, absent_reason()
+    return InceptionFeatures(path), ""
+
+
+def _fid_kid(inception: InceptionFeatures, outputs: np.ndarray, photos: np.ndarray, cartoons: list[Photo],
+             params: Params) -> dict[str, Any]:
+    """FID/KID of the outputs to the inputs and, when a cartoon set is given, to it; with the number
+    of images each figure rests on (few dozen images give biased FIDs: compare runs at equal counts)."""
+    if len(outputs) < 2:
+        return {"absent": f"FID and KID need at least two images; {len(outputs)} evaluated"}
+    figures: dict[str, Any] = {"images": len(outputs)}
+    figures |= {f"{key}_to_photos": value for key, value in distances(outputs, photos).items()}
+    if not cartoons:
+        figures["to_cartoons"] = "absent: no cartoon set given (--cartoons)"
+        return figures
+    reference = []
+    for _label, _stem, load in track(cartoons, "inception features of the cartoon set"):
+        try:
+            reference.append(inception(limit_side(load(), params.evaluate.max_side)))
+        except ImageRejected:
+            continue
+    figures["cartoon_images"] = len(reference)
+    if len(reference) < 2:
+        figures["to_cartoons"] = f"absent: {len(reference)} readable cartoon images"
+        return figures
+    figures |= {f"{key}_to_cartoons": value for key, value in distances(outputs, np.array(reference)).items()}
+    return figures
+
+
 def _log(run_id: str, metrics: dict[str, Any], out_dir: Path) -> None:
-    """Add the evaluation to the training run, so runs compare side by side in `mlflow ui`."""
+    """Add the evaluation to the training run, so runs compare side by side in `mlflow ui`
+    (numbers only: an absent figure's reason stays in metrics.json)."""
+    number = (int, float)
     flat = {f"eval/{group}/{key}": value for group, values in metrics.items() if isinstance(values, dict)
-            for key, value in values.items()}
-    flat |= {f"eval/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))}
+            for key, value in values.items() if isinstance(value, number)}
+    flat |= {f"eval/{key}": value for key, value in metrics.items() if isinstance(value, number)}
     tracking.configure()
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(flat)

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import cv2
 import numpy as np
-from skimage.metrics import structural_similarity
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 STYLE_KEYS = ("edge_density", "colour_count", "flatness")
 COLOUR_LEVELS = 16
@@ -83,6 +83,22 @@ def luminance_ssim(a: np.ndarray, b: np.ndarray, side: int = SSIM_SIDE) -> float
     if window < 3:
         return float(np.array_equal(ga, gb))
     return float(structural_similarity(ga, gb, data_range=255, win_size=window))
+
+
+def paired(output: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """PSNR (dB) and colour SSIM of an output against its reference (e.g. a hazy photo's clear
+    original), by scikit-image; a reference of another size is scaled to the output's first.
+    Identical images get PSNR 100 dB rather than infinity, so means stay finite."""
+    if reference.shape != output.shape:
+        reference = cv2.resize(reference, output.shape[1::-1], interpolation=cv2.INTER_AREA)
+    window = _ssim_window(output.shape)
+    if np.array_equal(output, reference) or window < 3:
+        same = float(np.array_equal(output, reference))
+        return {"psnr": 100.0 if same else float(peak_signal_noise_ratio(reference, output, data_range=255)), "ssim": same}
+    return {
+        "psnr": float(peak_signal_noise_ratio(reference, output, data_range=255)),
+        "ssim": float(structural_similarity(reference, output, data_range=255, channel_axis=2, win_size=window)),
+    }
 
 
 def scale_short_side(rgb: np.ndarray, side: int) -> np.ndarray:

@@ -177,6 +177,11 @@ class EvaluateParams(Section):
     )
     grid_images: int = Field(8, ge=1, description="images shown in the comparison grid")
     batch_size: int = Field(1, ge=1)
+    fid: bool = Field(True, description="FID and KID to the cartoon set and to the input photos (needs the FID Inception weights)")
+    inception_weights: str | None = Field(
+        None,
+        description="FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default: torch's hub cache; never downloaded",
+    )
 
 
 class TrackingParams(Section):

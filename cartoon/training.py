@@ -38,6 +38,7 @@ from cartoon import tracking
 from cartoon.artifacts import load_generator, save_generator, write_json
 from cartoon.batches import BatchSource, ImageSet, Prefetch, load_face_sets, load_image_set
 from cartoon.checkpoints import Bookkeeper, FiniteGuard, fingerprint
+from cartoon.data.imageio import write_png
 from cartoon.engine import Engine, resolve_precision
 from cartoon.errors import UsageError
 from cartoon.inference import to_uint8
@@ -236,8 +237,9 @@ def _run(phase: Phase, params: Params, loop: LoopParams, data: dict[str, Path | 
             "images_per_second": round(images / max(state["seconds"], 1e-9), 3),
         }
         if callback is not None:
-            callback.on_end(timing, grid if grid is not None else _sample_grid(method, sample_photos))
-            _write_outputs(phase, params, method, source, state, run, outputs, metrics, timing)
+            final_grid = grid if grid is not None else _sample_grid(method, sample_photos)
+            callback.on_end(timing, final_grid)
+            _write_outputs(phase, params, method, source, state, run, outputs, metrics, timing, final_grid)
     books.finish()
     return metrics | timing
 
@@ -289,8 +291,10 @@ def _loop(phase: Phase, method: Method, engine: Engine, source: BatchSource, loo
 
 
 def _write_outputs(phase: Phase, params: Params, method: Method, source: BatchSource, state: dict[str, Any],
-                   run: mlflow.ActiveRun, outputs: PhaseOutputs, metrics: dict[str, Any], timing: dict[str, float]) -> None:
-    """The generator (with what evaluation compares against), the reports, the registered model."""
+                   run: mlflow.ActiveRun, outputs: PhaseOutputs, metrics: dict[str, Any], timing: dict[str, float],
+                   grid: np.ndarray) -> None:
+    """The generator (with what evaluation compares against), the reports (with the final sample grid,
+    a DVC image plot that `dvc plots diff` shows side by side between experiments), the registered model."""
     sets = source.sets
     config = {
         "method": method.name,
@@ -314,3 +318,4 @@ def _write_outputs(phase: Phase, params: Params, method: Method, source: BatchSo
     write_json(outputs.reports_dir / "metrics.json", metrics)
     write_json(outputs.reports_dir / "timing.json", timing)
     write_json(outputs.reports_dir / "mlflow_run.json", record)
+    write_png(outputs.reports_dir / "samples.png", grid)

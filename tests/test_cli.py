@@ -92,6 +92,7 @@ def test_evaluate_by_hand_skips_bad_files_and_writes_grid(project):
     assert result.exit_code == 0, result.output
     metrics = json.loads((project / "res/metrics.json").read_text())
     assert metrics["images"] == 2 and metrics["skipped"] == 2
+    assert metrics["fid_kid"]  # figures, or why they are absent (no FID Inception weights here)
     assert 0 <= metrics["content"]["edge_ssim"] <= 1 and metrics["content"]["perceptual_distance"] > 0
     info = json.loads((project / "res/evaluation.json").read_text())
     assert {row["file"] for row in info["skipped_files"]} == {"empty.jpg", "notes.png"}

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -62,6 +63,11 @@ def test_pretrain_then_train_writes_outputs_and_tracks(project):
     assert json.loads((project / "reports/train/timing.json").read_text())["seconds"] > 0
     csv_lines = (project / "reports/train/losses.csv").read_text().splitlines()
     assert csv_lines[0].startswith("step,") and len(csv_lines) == 5
+    from cartoon.data.imageio import read_rgb
+
+    samples = read_rgb(project / "reports/train/samples.png")  # the final grid, a DVC image plot
+    artifact = mlflow.artifacts.download_artifacts(f"runs:/{record['run_id']}/samples/final.png", dst_path=str(project / "dl"))
+    assert np.array_equal(samples, read_rgb(Path(artifact)))  # the same grid MLflow holds
 
     loaded = mlflow.pyfunc.load_model(record["registered_uri"])
     out = loaded.predict(np.zeros((1, 20, 28, 3), np.uint8))  # any size, not a multiple of 4
