@@ -11,7 +11,7 @@ from cartoon.data.imageio import write_png
 from cartoon.data.store import read_store, write_store
 
 runner = CliRunner()
-COMMANDS = ["crawl", "resize", "smooth", "gray", "pretrain", "train", "evaluate", "cartoonize", "export", "methods", "check-params", "web"]
+COMMANDS = ["crawl", "resize", "smooth", "gray", "pretrain", "train", "evaluate", "cartoonize", "export", "methods", "check-params", "web", "compare", "promote"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
