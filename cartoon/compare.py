@@ -21,7 +21,7 @@ import mlflow
 import numpy as np
 
 from cartoon import tracking
-from cartoon.artifacts import load_cartoonizer
+from cartoon.artifacts import atomic_write, load_cartoonizer, write_json
 from cartoon.data.imageio import ImageRejected, write_png
 from cartoon.errors import UsageError
 from cartoon.evaluate import photo_items, resolve_model
@@ -33,6 +33,7 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 #: reference values are the same for every candidate evaluated on the same photos).
 HIDDEN_METRICS = ("eval/input_style/", "eval/cartoon_reference/", "eval/paired_input/")
 RUN_RECORD = "reports/train/mlflow_run.json"
+PAGE_FILES = ("compare.html", "compare.md", "compare.json")
 
 
 @dataclass(frozen=True)
@@ -138,12 +139,12 @@ def compare(references: list[str], photos: Path, out_dir: Path, count: int, max_
         "photos": [label for label, _cells in rows],
         "skipped_files": skipped,
     }
-    (out_dir / "compare.md").write_text(_markdown(page, rows))
-    (out_dir / "compare.html").write_text(_html(page, rows))
-    (out_dir / "compare.json").write_text(json.dumps(page, indent=2))
+    for name, text in (("compare.md", _markdown(page, rows)), ("compare.html", _html(page, rows))):
+        atomic_write(out_dir / name, lambda tmp, text=text: tmp.write_text(text))
+    write_json(out_dir / "compare.json", page)
     if log:  # the local compare.json also names the MLflow run that holds the page
         page["mlflow_run_id"] = _log(candidates, out_dir)
-        (out_dir / "compare.json").write_text(json.dumps(page, indent=2))
+        write_json(out_dir / "compare.json", page)
     return page
 
 
@@ -161,9 +162,12 @@ def _headers(page: dict) -> list[str]:
 
 
 def _markdown(page: dict, rows: list[tuple[str, list[str]]]) -> str:
+    def cell(text: str) -> str:  # a | or line break inside a value would end the table cell
+        return text.replace("|", "\\|").replace("\n", " ")
+
     def table(first: str, body: dict[str, list[str]]) -> list[str]:
-        lines = [f"| {first} | " + " | ".join(_headers(page)) + " |", "|---" * (len(page["candidates"]) + 1) + "|"]
-        return lines + [f"| `{key}` | " + " | ".join(values) + " |" for key, values in body.items()]
+        lines = [f"| {first} | " + " | ".join(cell(h) for h in _headers(page)) + " |", "|---" * (len(page["candidates"]) + 1) + "|"]
+        return lines + [f"| `{cell(key)}` | " + " | ".join(cell(v) for v in values) + " |" for key, values in body.items()]
 
     lines = ["# Model comparison", ""]
     lines += [f"- {header}: run `{c['run_id']}`, model `{c['model']}`" for header, c in zip(_headers(page), page["candidates"])]
@@ -214,5 +218,7 @@ def _log(candidates: list[Candidate], out_dir: Path) -> str:
     with mlflow.start_run(experiment_id=tracking.experiment_id("compare"), run_name=" vs ".join(c.label for c in candidates)) as run:
         mlflow.set_tags({"compare.runs": ",".join(c.run_id for c in candidates),
                          "compare.candidates": json.dumps([c.label for c in candidates])})
-        mlflow.log_artifacts(str(out_dir), "compare")
+        for name in PAGE_FILES:
+            mlflow.log_artifact(str(out_dir / name), "compare")
+        mlflow.log_artifacts(str(out_dir / "images"), "compare/images")  # only the page's own files, whatever else --out holds
     return run.info.run_id

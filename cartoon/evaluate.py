@@ -81,7 +81,11 @@ def photo_items(photos: Path, max_pixels: int) -> list[Photo]:
         return [(name, name, partial(np.asarray, store.pixels[index])) for index, name in enumerate(store.names)]
     if not photos.is_dir():
         raise UsageError(f"photos not found: {photos} (expected a folder of photos or a .npy image store)")
-    return [(path.name, path.stem, partial(_decode, path, max_pixels)) for path in list_images(photos)]
+    paths = list_images(photos)
+    stems = [path.stem for path in paths]
+    # a.jpg beside a.png: both keep their full names, so neither's output overwrites the other's
+    return [(path.name, path.stem if stems.count(path.stem) == 1 else path.name, partial(_decode, path, max_pixels))
+            for path in paths]
 
 
 def _decode(path: Path, max_pixels: int) -> np.ndarray:
@@ -148,9 +152,13 @@ def evaluate(
         if faces is not None:
             faces.add(photo, output)
         if stem in expected:
-            reference = expected[stem]()
-            paired_rows.append(paired(output, reference))
-            paired_input_rows.append(paired(photo, reference))
+            try:
+                expected_output = expected[stem]()
+            except ImageRejected as exc:
+                skipped.append({"file": f"reference of {label}", "reason": exc.reason})
+            else:
+                paired_rows.append(paired(output, expected_output))
+                paired_input_rows.append(paired(photo, expected_output))
         if inception is not None:
             output_features.append(inception(output))
             photo_features.append(inception(photo))
@@ -179,13 +187,17 @@ def evaluate(
     if scorer:
         metrics["cartoon_score_auc"] = scorer.cv_auc
     if references:
-        metrics["paired"] = _mean(paired_rows) | {"images": len(paired_rows)}
-        metrics["paired_input"] = _mean(paired_input_rows)
+        if paired_rows:
+            metrics["paired"] = _mean(paired_rows) | {"images": len(paired_rows)}
+            metrics["paired_input"] = _mean(paired_input_rows)
+        else:
+            metrics["paired"] = {"absent": "no photo with a readable reference was evaluated"}
     metrics["fid_kid"] = (
-        _fid_kid(inception, np.array(output_features), np.array(photo_features), cartoon_items, params)
+        _fid_kid(inception, np.array(output_features), np.array(photo_features), cartoon_items, params, skipped)
         if inception is not None
         else {"absent": inception_absent}
     )
+    metrics["skipped"] = len(skipped)  # photos, references and cartoons that could not be read (listed in evaluation.json)
     face_figures = faces.summary() if faces is not None else None
     if face_figures:
         metrics["faces"] = face_figures
@@ -241,22 +253,24 @@ def _inception(params: Params) -> tuple[InceptionFeatures | None, str]:
 
 
 def _fid_kid(inception: InceptionFeatures, outputs: np.ndarray, photos: np.ndarray, cartoons: list[Photo],
-             params: Params) -> dict[str, Any]:
+             params: Params, skipped: list[dict[str, str]]) -> dict[str, Any]:
     """FID/KID of the outputs to the inputs and, when a cartoon set is given, to it; with the number
-    of images each figure rests on (few dozen images give biased FIDs: compare runs at equal counts)."""
+    of images each figure rests on (few dozen images give biased FIDs: compare runs at equal counts)
+    and the weights that measured them (a file DVC does not track: its digest shows a change).
+    Unreadable cartoons join ``skipped``."""
     if len(outputs) < 2:
         return {"absent": f"FID and KID need at least two images; {len(outputs)} evaluated"}
-    figures: dict[str, Any] = {"images": len(outputs)}
+    figures: dict[str, Any] = {"inception": inception.source, "images": len(outputs)}
     figures |= {f"{key}_to_photos": value for key, value in distances(outputs, photos).items()}
     if not cartoons:
         figures["to_cartoons"] = "absent: no cartoon set given (--cartoons)"
         return figures
     reference = []
-    for _label, _stem, load in track(cartoons, "inception features of the cartoon set"):
+    for label, _stem, load in track(cartoons, "inception features of the cartoon set"):
         try:
             reference.append(inception(limit_side(load(), params.evaluate.max_side)))
-        except ImageRejected:
-            continue
+        except ImageRejected as exc:
+            skipped.append({"file": f"cartoon set: {label}", "reason": exc.reason})
     figures["cartoon_images"] = len(reference)
     if len(reference) < 2:
         figures["to_cartoons"] = f"absent: {len(reference)} readable cartoon images"

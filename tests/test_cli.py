@@ -80,7 +80,8 @@ def test_methods_lists_paper_defaults():
 
 
 @pytest.mark.filterwarnings("ignore::cartoon.vgg.RandomWeightsWarning")
-def test_evaluate_by_hand_skips_bad_files_and_writes_grid(project):
+def test_evaluate_by_hand_skips_bad_files_and_writes_grid(project, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(project / "no-weights"))  # FID Inception (and VGG) weights absent
     assert runner.invoke(app, ["pretrain", "--photos", "photo.npy", "--out", "gen"]).exit_code == 0
     mine = project / "mine"
     rng = np.random.default_rng(1)
@@ -92,7 +93,7 @@ def test_evaluate_by_hand_skips_bad_files_and_writes_grid(project):
     assert result.exit_code == 0, result.output
     metrics = json.loads((project / "res/metrics.json").read_text())
     assert metrics["images"] == 2 and metrics["skipped"] == 2
-    assert metrics["fid_kid"]  # figures, or why they are absent (no FID Inception weights here)
+    assert "no FID Inception weights" in metrics["fid_kid"]["absent"]
     assert 0 <= metrics["content"]["edge_ssim"] <= 1 and metrics["content"]["perceptual_distance"] > 0
     info = json.loads((project / "res/evaluation.json").read_text())
     assert {row["file"] for row in info["skipped_files"]} == {"empty.jpg", "notes.png"}
