@@ -91,14 +91,12 @@ def registered_choices() -> list[str]:
 
 
 def check_reference(reference: str) -> None:
-    """Refuse, before the page starts, a --model that cannot be found (a usage error)."""
-    from cartoon.registry import resolve_version
+    """Refuse, before the page starts, a --model that cannot be found (a usage error) or is not
+    a loadable generator (a runtime failure), rather than on the first upload."""
+    from cartoon.artifacts import load_cartoonizer
+    from cartoon.evaluate import resolve_model
 
-    if reference.startswith("models:/"):
-        tracking.configure()
-        resolve_version(mlflow.MlflowClient(), reference)
-    elif not reference.startswith("runs:/") and not Path(reference).exists():
-        raise UsageError(f"model not found: {reference}")
+    load_cartoonizer(resolve_model(reference))
 
 
 @dataclass(frozen=True)
@@ -115,8 +113,9 @@ class Result:
 class Cartoonist:
     """The page's work, without the page: decode an upload, run the chosen model, write the PNG.
 
-    Models are loaded on first use and kept. A registry alias is resolved to its version on every
-    run, so an alias moved while the page is up is followed, and each version loads once.
+    Models are loaded on first use and kept, one per choice of the dropdown. A registry alias is
+    resolved to its version on every run, so an alias moved while the page is up is followed: the
+    version it left is dropped rather than kept in memory for the life of the page.
     """
 
     def __init__(
@@ -128,7 +127,7 @@ class Cartoonist:
     ) -> None:
         self.settings, self.device = settings, device
         self.max_pixels, self.out_dir = max_pixels, out_dir
-        self._models: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+        self._models: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {}  # choice: (version, model)
         # One load per model, even when two requests ask at once.
         self._lock = threading.Lock()
 
@@ -143,11 +142,10 @@ class Cartoonist:
             name, version = resolve_version(mlflow.MlflowClient(), reference)
             resolved = f"models:/{name}/{version}"
         with self._lock:
-            if resolved not in self._models:
-                self._models[resolved] = torch_cartoonizer(
-                    resolved, self.settings, self.device
-                )
-            return resolved, self._models[resolved]
+            loaded = self._models.get(reference)
+            if loaded is None or loaded[0] != resolved:
+                loaded = self._models[reference] = (resolved, torch_cartoonizer(resolved, self.settings, self.device))
+            return loaded
 
     def run(self, upload: str | None, reference: str | None) -> Result:
         """Cartoonize the uploaded file with the model ``reference``; never raises for a bad upload."""

@@ -135,15 +135,18 @@ def test_bad_models_are_usage_errors(project, monkeypatch, arguments):
     _require(_has("gradio"), "gradio is not installed (pip install -e '.[web]')")
     # An empty registry: with no --model, nothing to offer.
     monkeypatch.setattr(web, "registered_choices", list)
+
+    def refuse_to_start(*args, **kwargs):  # were the model accepted, the page would block the test
+        raise AssertionError("the page started")
+
+    monkeypatch.setattr(web, "build_page", refuse_to_start)
     result = runner.invoke(app, ["web", *arguments, "--port", str(free_port())])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
 
 
-def _browser(downloads: Path):
+def _browser(downloads: Path, monkeypatch: pytest.MonkeyPatch):
     """Headless Debian chromium, driven by its own chromedriver; it can reach only 127.0.0.1."""
-    os.environ["SE_OFFLINE"] = (
-        "true"  # selenium-manager must never fetch a driver or a browser
-    )
+    monkeypatch.setenv("SE_OFFLINE", "true")  # selenium-manager must never fetch a driver or a browser
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -186,7 +189,7 @@ def _wait_for_page(url: str, server: subprocess.Popen, log: Path) -> None:
     )
 
 
-def test_page_in_a_real_browser(project):
+def test_page_in_a_real_browser(project, monkeypatch):
     _require(
         CHROMIUM is not None and CHROMEDRIVER is not None,
         "Debian's chromium and chromium-driver are not installed",
@@ -238,7 +241,7 @@ def test_page_in_a_real_browser(project):
     downloads.mkdir()
     browser = None
     try:
-        browser = _browser(downloads)  # starts while the page does
+        browser = _browser(downloads, monkeypatch)  # starts while the page does
         # The cartoons the page must show, computed directly while the page starts.
         expected = torch_cartoonizer(str(candidate), TileSettings(), "cpu")(image)
         assert not np.array_equal(
