@@ -1,0 +1,65 @@
+"""Concurrent runs (``dvc queue start -j N``) share one fresh MLflow database."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+
+import mlflow
+from mlflow.store.db.utils import create_sqlalchemy_engine
+
+from cartoon import tracking
+
+
+def _open_run(root: Path, name: str, start: Barrier) -> None:
+    """One queued experiment's first contact with tracking: configure, experiment, run."""
+    os.chdir(root)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ["DVC_EXP_NAME"] = name
+    # Both processes reach the fresh database at the same moment.
+    start.wait(timeout=120)
+    tracking.configure()
+    with mlflow.start_run(experiment_id=tracking.experiment_id("race")):
+        mlflow.set_tags(
+            tracking.run_tags("pretrain", "cartoongan", "0" * 64, "random:0")
+        )
+        mlflow.log_metric("loss/content", 1.0)
+
+
+def test_two_runs_open_a_fresh_database_at_once(tmp_path):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    # Fresh interpreters, as DVC's queue workers start them.
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(2)
+    workers = [
+        context.Process(target=_open_run, args=(tmp_path, name, start))
+        for name in ("exp-a", "exp-b")
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["race"])
+    assert sorted(runs["tags.dvc.exp_name"]) == ["exp-a", "exp-b"]
+
+
+def test_sqlite_connections_wait_for_a_writer(tmp_path, monkeypatch):
+    """The busy timeout reaches the connections MLflow's engine opens (sqlite3's default is 5 s)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = tracking.configure()
+    engine = create_sqlalchemy_engine(uri)  # how MLflow's stores make theirs
+    with engine.connect() as connection:
+        assert (
+            connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
+            == tracking.SQLITE_BUSY_TIMEOUT_S * 1000
+        )
+    engine.dispose()
+    monkeypatch.setenv(
+        "MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}?timeout=7"
+    )
+    # The user's own choice stands.
+    assert tracking.configure().endswith("?timeout=7")
