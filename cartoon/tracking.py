@@ -33,7 +33,7 @@ from mlflow.types.schema import Schema, TensorSpec
 from packaging.version import Version
 
 from cartoon.artifacts import CONFIG_FILE, GENERATOR_FILE
-from cartoon.errors import RuntimeFailure
+from cartoon.errors import RuntimeFailure, UsageError
 
 SQLITE_BUSY_TIMEOUT_S = 60  # a write waits this long for another process's write to end
 SCHEMA_LOCK_TIMEOUT_S = 600  # creating and migrating the schema takes seconds, on a slow disk a minute
@@ -111,13 +111,15 @@ def _prepare_sqlite(uri: str) -> str:
     lock = FileLock(f"{url.database}.lock", timeout=SCHEMA_LOCK_TIMEOUT_S)
     try:
         with lock:
-            # Opening the store creates and migrates a missing or old schema; later openers,
-            # under the lock in turn, find it complete.
+            # Opening the store creates and migrates the schema of a new database; later
+            # openers, under the lock in turn, find it complete.
             mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except Timeout:
         raise RuntimeFailure(
             f"waited {SCHEMA_LOCK_TIMEOUT_S} s for {lock.lock_file}, held by another process preparing the MLflow database"
         ) from None
+    except OSError as exc:  # the database's folder cannot be created or written
+        raise UsageError(f"cannot lock the MLflow database {url.database} (tracking URI {uri}): {exc}") from None
     return uri
 
 

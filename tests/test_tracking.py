@@ -8,9 +8,11 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import mlflow
+import pytest
 from mlflow.store.db.utils import create_sqlalchemy_engine
 
 from cartoon import tracking
+from cartoon.errors import UsageError
 
 
 def _open_run(root: Path, name: str, start: Barrier) -> None:
@@ -63,3 +65,12 @@ def test_sqlite_connections_wait_for_a_writer(tmp_path, monkeypatch):
     )
     # The user's own choice stands.
     assert tracking.configure().endswith("?timeout=7")
+
+
+def test_an_unusable_database_folder_is_a_usage_error(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv(
+        "MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'file' / 'mlflow.db'}"
+    )
+    with pytest.raises(UsageError, match="cannot lock the MLflow database"):
+        tracking.configure()
