@@ -49,22 +49,17 @@ def test_two_runs_open_a_fresh_database_at_once(tmp_path):
     assert sorted(runs["tags.dvc.exp_name"]) == ["exp-a", "exp-b"]
 
 
-def test_sqlite_connections_wait_for_a_writer(tmp_path, monkeypatch):
+def test_sqlite_connections_wait_for_a_writer(mlflow_store, monkeypatch):
     """The busy timeout reaches the connections MLflow's engine opens (sqlite3's default is 5 s)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
     uri = tracking.configure()
     engine = create_sqlalchemy_engine(uri)  # how MLflow's stores make theirs
     with engine.connect() as connection:
-        assert (
-            connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
-            == tracking.SQLITE_BUSY_TIMEOUT_S * 1000
-        )
+        timeout_ms = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
     engine.dispose()
-    monkeypatch.setenv(
-        "MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}?timeout=7"
-    )
-    # The user's own choice stands.
-    assert tracking.configure().endswith("?timeout=7")
+    assert timeout_ms == tracking.SQLITE_BUSY_TIMEOUT_S * 1000
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"{mlflow_store}?timeout=7")
+    assert tracking.configure().endswith("?timeout=7")  # the user's own choice stands
 
 
 def test_an_unusable_database_folder_is_a_usage_error(tmp_path, monkeypatch):
