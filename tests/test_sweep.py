@@ -1,4 +1,4 @@
-"""A queued sweep end to end: two experiments run at once by ``dvc queue start -j 2``."""
+"""A queued sweep end to end: two experiments run at once by two queue workers (``-j 2``)."""
 
 from __future__ import annotations
 
