@@ -4,6 +4,12 @@ The default tracking URI is ``sqlite:///<project root>/mlflow.db`` with artifact
 ``<project root>/mlartifacts``. The project root is found from the working folder, and
 ``dvc exp run --queue``/``--temp`` copies under ``.dvc/tmp/exps/`` map back to the real
 root so every experiment lands in the same database. ``MLFLOW_TRACKING_URI`` overrides.
+
+Queued experiments (``dvc queue start -j N``) open that database at the same moment. MLflow
+creates and migrates a fresh SQLite database in whichever process opens it first, with no
+lock, so two first openers raced in the schema migration and one run failed. ``configure``
+therefore builds the schema once under a file lock beside the database, and gives SQLite a
+busy timeout so a process waits for another's write instead of failing.
 """
 
 from __future__ import annotations
@@ -20,13 +26,17 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import sqlalchemy
+from filelock import FileLock, Timeout
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 from packaging.version import Version
 
 from cartoon.artifacts import CONFIG_FILE, GENERATOR_FILE
-from cartoon.errors import RuntimeFailure
+from cartoon.errors import RuntimeFailure, UsageError
 
+SQLITE_BUSY_TIMEOUT_S = 60  # a write waits this long for another process's write to end
+SCHEMA_LOCK_TIMEOUT_S = 600  # creating and migrating the schema takes seconds, on a slow disk a minute
 EXPS_TMP = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 CODE_PACKAGE = Path(__file__).parent  # logged with the model as code (code_paths)
@@ -78,18 +88,57 @@ def configure() -> str:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stage logs readable
     root = project_root()
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    if uri.startswith("sqlite:"):
+        uri = _prepare_sqlite(uri)
     mlflow.set_tracking_uri(uri)
     return uri
 
 
+def _prepare_sqlite(uri: str) -> str:
+    """The URI with a busy timeout, after creating and migrating its database under a file lock.
+
+    The timeout travels in the URI (``?timeout=``, passed by SQLAlchemy to ``sqlite3.connect``),
+    the one way MLflow 3 forwards connection arguments for SQLite; it covers the connections
+    MLflow opens outside its sessions (table check, migration, schema check), and MLflow sets
+    20 s itself inside each session. A timeout already in the URI is kept.
+    """
+    url = sqlalchemy.engine.make_url(uri)
+    if "timeout" not in url.query:
+        url = url.update_query_dict({"timeout": str(SQLITE_BUSY_TIMEOUT_S)})
+    uri = url.render_as_string(hide_password=False)
+    if url.database in (None, "", ":memory:"):
+        return uri  # private to this process: nothing to share
+    lock = FileLock(f"{url.database}.lock", timeout=SCHEMA_LOCK_TIMEOUT_S)
+    try:
+        with lock:
+            # Opening the store creates and migrates the schema of a new database; later
+            # openers, under the lock in turn, find it complete.
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except Timeout:
+        raise RuntimeFailure(
+            f"waited {SCHEMA_LOCK_TIMEOUT_S} s for {lock.lock_file}, held by another process preparing the MLflow database"
+        ) from None
+    except OSError as exc:  # the database's folder cannot be created or written
+        raise UsageError(f"cannot lock the MLflow database {url.database} (tracking URI {uri}): {exc}") from None
+    return uri
+
+
 def experiment_id(name: str) -> str:
-    """Get or create the experiment, keeping its artifacts under the project root."""
+    """Get or create the experiment, keeping its artifacts under the project root.
+
+    Two first runs may both find no experiment; the one whose create loses reads the winner's.
+    """
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     remote = mlflow.get_tracking_uri().startswith(("http://", "https://", "databricks"))
     location = None if remote else (project_root() / "mlartifacts").as_uri()  # a server picks its own store
-    return mlflow.create_experiment(name, artifact_location=location)
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return mlflow.get_experiment_by_name(name).experiment_id
 
 
 def git_commit() -> str | None:

@@ -156,8 +156,9 @@ def _build_method(params: Params, phase: Phase, data: dict[str, Path | None], de
     if init is None:
         return method, ""
     pretrained, config = load_generator(init)
-    same_architecture = config["params"].get("generator") == method.params.generator.model_dump(mode="json")
-    if config["method"] != method_cls.name or not same_architecture:
+    # Compared as validated params: a generator saved before a key existed (block_convs) has its default.
+    same_method = config["method"] == method_cls.name
+    if not same_method or method_cls.Params.model_validate(config["params"]).generator != method.params.generator:
         raise UsageError(f"{init} was trained for a different method or architecture; re-run pretrain")
     method.generator.load_state_dict(pretrained.state_dict())
     return method, config.get("weights_sha256", "")

@@ -1,6 +1,10 @@
+import json
+
 import pytest
 import torch
 
+from cartoon.artifacts import CONFIG_FILE, load_generator, save_generator
+from cartoon.errors import RuntimeFailure
 from cartoon.methods import available_methods, get_method
 from cartoon.methods.base import count_parameters
 from cartoon.methods.cartoongan import CartoonGAN, CartoonGANParams, Discriminator, Generator
@@ -16,6 +20,31 @@ def test_registry_finds_cartoongan():
 @pytest.mark.parametrize("upsample", ["transpose", "resize"])
 def test_paper_generator_parameter_count(upsample):
     assert count_parameters(Generator(64, 8, upsample)) == 11_120_195
+
+
+# Paper width: 9*256*256 + 256 = 590,080 per 3x3 block convolution; the rest of the network
+# (stem, down- and up-sampling, output conv) has 11,120,195 - 16 x 590,080 = 1,678,915.
+@pytest.mark.parametrize(("n_blocks", "block_convs", "count"), [(8, 2, 11_120_195), (10, 2, 13_480_515), (10, 3, 19_381_315)])
+def test_block_variant_parameter_counts(n_blocks, block_convs, count):
+    assert count == 1_678_915 + n_blocks * block_convs * 590_080
+    params = CartoonGANParams.model_validate({"generator": {"n_blocks": n_blocks, "block_convs": block_convs}})
+    assert count_parameters(CartoonGAN.build_generator(params)) == count
+
+
+def test_three_conv_generator_saves_and_loads(tmp_path):
+    params = CartoonGANParams.model_validate({"generator": {"width": 4, "n_blocks": 2, "block_convs": 3}})
+    generator = CartoonGAN.build_generator(params)
+    config = {"method": "cartoongan", "params": params.model_dump(mode="json"), "size_multiple": CartoonGAN.size_multiple}
+    save_generator(tmp_path, generator, config)  # the config as training writes it
+    loaded, saved = load_generator(tmp_path)
+    assert saved["params"]["generator"]["block_convs"] == 3
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), generator.eval()(x))
+    saved["params"]["generator"]["block_convs"] = 2
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(saved))
+    with pytest.raises(RuntimeFailure, match="does not fit"):  # the recorded value decides the shape
+        load_generator(tmp_path)
 
 
 def test_input_skip_starts_from_the_identity_and_adds_no_parameter():

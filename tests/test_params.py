@@ -34,6 +34,7 @@ def test_repository_params_file_is_valid():
         ("model: {name: nosuch}\n", "model.name: unknown method 'nosuch'"),
         ("cartoongan: {train: {content_weight: -1}}\n", "cartoongan.train.content_weight"),
         ("cartoongan: {generator: {upsample: bicubic}}\n", "cartoongan.generator.upsample"),
+        ("cartoongan: {generator: {block_convs: 4}}\n", "cartoongan.generator.block_convs: Input should be 2 or 3"),
         ("smooth: {kernel_size: 4}\n", "kernel_size must be odd"),
         ("[1, 2]\n", "mapping"),
         ("a: [\n", "not valid YAML"),

@@ -10,14 +10,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cartoon import checkpoints
+from cartoon.artifacts import save_generator
+from cartoon.batches import data_digest, load_image_set
 from cartoon.data.imageio import write_png
 from cartoon.data.store import read_store, write_store
-from cartoon.errors import RuntimeFailure
-from cartoon.methods import load_run_params
+from cartoon.errors import RuntimeFailure, UsageError
+from cartoon.methods import load_run_params, method_params
 from cartoon.methods.cartoongan import CartoonGAN
-from cartoon import checkpoints
-from cartoon.batches import data_digest, load_image_set
-from cartoon.training import PhaseOutputs, run_phase
+from cartoon.training import PhaseOutputs, _build_method, run_phase
 from tests.conftest import write_params
 
 pytestmark = pytest.mark.filterwarnings("ignore::cartoon.vgg.RandomWeightsWarning")
@@ -270,3 +271,22 @@ def test_folder_and_store_of_the_same_images_train_alike(project):
     a = load_file(project / "models-store/pretrain/generator.safetensors")
     b = load_file(project / "models-folder/pretrain/generator.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+
+def _save_pretrained(folder, generator_params):
+    params = CartoonGAN.Params.model_validate({"generator": generator_params})
+    config = {"method": "cartoongan", "params": {"generator": generator_params}, "size_multiple": 4}
+    save_generator(folder, CartoonGAN.build_generator(params), config)
+    return folder
+
+
+def test_train_init_compares_architectures_by_validated_params(project):
+    """A generator saved before block_convs existed (so 2, the default) initialises train; a 3-conv one is refused."""
+    params = load_run_params("params.yaml")
+    before = method_params(params).generator.model_dump(mode="json")
+    del before["block_convs"]
+    _build_method(params, "train", _data(project), torch.device("cpu"), _save_pretrained(project / "old", before))
+    deeper = _save_pretrained(project / "deeper", before | {"block_convs": 3})
+    with pytest.raises(UsageError, match="different method or architecture"):
+        _build_method(params, "train", _data(project), torch.device("cpu"), deeper)
