@@ -97,7 +97,7 @@ def test_second_repro_runs_nothing(repo):
     assert json.loads(_run(["dvc", "status", "--json"], repo)) == {}
 
 
-def test_experiment_with_changed_loss_weight(repo):
+def test_experiment_with_changed_loss_weight(repo, tmp_path):
     out = _run(["dvc", "exp", "run", "-S", "cartoongan.train.content_weight=5"], repo)
     assert "Running stage 'train'" in out and "Running stage 'pretrain'" not in out
     table = json.loads(_run(["dvc", "exp", "show", "--json"], repo))
@@ -110,6 +110,13 @@ def test_experiment_with_changed_loss_weight(repo):
     experiment_runs = runs[runs["params.cartoongan.train.content_weight"] == "5.0"]
     assert experiment_runs["tags.dvc.exp_name"].notna().all()  # the DVC experiment's name is on its run
     assert (runs["tags.data.sha256"].nunique()) == 1  # both saw exactly the same training images
+
+    # the experiment by its DVC name beside the baseline's registered version, in one page
+    name = experiment_runs["tags.dvc.exp_name"].iloc[0]
+    _run(["cartoon", "compare", name, "models:/cartoon-cartoongan/1", "--count", "2", "--out", str(tmp_path / "cmp")], repo)
+    page = json.loads((tmp_path / "cmp/compare.json").read_text())
+    assert page["params"]["cartoongan.train.content_weight"] == ["5.0", "10.0"] and len(page["photos"]) == 2
+    assert page["candidates"][0]["run_id"] == experiment_runs["run_id"].iloc[0]
 
 
 SWITCHES = {
