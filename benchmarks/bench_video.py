@@ -8,7 +8,7 @@ with a 440 Hz AAC track. Generators are the methods' default sizes from params.y
 initialised (as in bench_tiling.py), run by the tiler `cartoon cartoonize` uses; each clip goes
 through ``cartoon.cartoonize_video.cartoonize_video``, the command's own path (decode, cartoonize,
 DIS flow, flicker meter, encode, audio copy). Flicker: mean |frame - previous frame warped by the
-input flow| over reliable pixels, 0-255 (see cartoon/temporal.py). "Change" is the mean absolute
+input flow| over tracked pixels, 0-255 (see cartoon/temporal.py). "Change" is the mean absolute
 difference between the temporal and the plain output frames: how much the blend alters the look.
 """
 

@@ -4,7 +4,8 @@ cartoon PNGs and MP4s.
 Inputs are untrusted: each photo is decoded by ``cartoon.data.imageio.decode_image`` (the rules
 evaluate uses: pixel cap checked from the header, EXIF orientation, 16-bit, CMYK, palette), each
 video by ``cartoon.cartoonize_video`` (same pixel cap per frame), and a file that cannot be used
-is skipped with its reason instead of stopping the run. Output names come only from paths
+is skipped with its reason instead of stopping the run. A failure to write an output (full
+disk, read-only folder) is no fault of the file: it stops the run as a runtime failure. Output names come only from paths
 relative to an input folder (or an input file's own name), and every target is checked to
 resolve inside the output folder, so no name can write outside it.
 """
@@ -21,13 +22,10 @@ import torch
 from rich.progress import Progress
 
 from cartoon.data.imageio import IMAGE_SUFFIXES, ImageRejected, decode_image, write_png
+from cartoon.data.video import VIDEO_SUFFIXES, is_video
 from cartoon.errors import RuntimeFailure, UsageError
 from cartoon.progress import console, progress
 from cartoon.tiling import TiledCartoonizer, TileSettings
-
-#: Video suffixes picked in folders and treated as video when given as files (kept here, not in
-#: ``cartoon.cartoonize_video``, so planning a run of photos never imports PyAV).
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,7 @@ class Job:
 
     @property
     def is_video(self) -> bool:
-        return self.source.suffix.lower() in VIDEO_SUFFIXES
+        return is_video(self.source)
 
 
 @dataclass
@@ -69,7 +67,7 @@ def plan_jobs(inputs: list[Path], out_dir: Path) -> list[Job]:
             found.append((path, Path(path.name), str(path)))
     jobs, taken = [], set()
     for source, relative, label in found:
-        suffix = ".mp4" if source.suffix.lower() in VIDEO_SUFFIXES else ".png"
+        suffix = ".mp4" if is_video(source) else ".png"
         target, copy = relative.with_suffix(suffix), 1
         while target in taken:  # a.jpg beside a.png becomes a.jpg.png; a third clash a.jpg-2.png, ...
             target = relative.with_name(relative.name + (f"-{copy}" if copy > 1 else "") + suffix)
@@ -120,8 +118,9 @@ def torch_cartoonizer(reference: str, settings: TileSettings, device: torch.devi
 
 
 def cartoonize_files(jobs: list[Job], run: Callable[[np.ndarray], np.ndarray], max_pixels: int, temporal: float | None = None) -> Summary:
-    """Cartoonize every job with ``run``; unusable files are skipped with a reason. Videos get a
-    second progress bar counting their frames; ``temporal`` is their blend strength (None: off)."""
+    """Cartoonize every job with ``run``; unusable files are skipped with a reason, a failed
+    write stops the run (RuntimeFailure). Videos get a second progress bar counting their
+    frames; ``temporal`` is their blend strength (None: off)."""
     summary = Summary()
     with progress() as bar:
         files = bar.add_task("cartoonize", total=len(jobs), status="")
@@ -134,6 +133,8 @@ def cartoonize_files(jobs: list[Job], run: Callable[[np.ndarray], np.ndarray], m
                 summary.done.append(job.label)
             except ImageRejected as exc:
                 summary.skipped.append({"file": job.label, "reason": exc.reason})
+            except OSError as exc:  # reading was checked above (a bad input is rejected): this is the output
+                raise RuntimeFailure(f"cannot write {job.target} ({exc.strerror or exc}); stopped after {len(summary.done)} of {len(jobs)} files") from exc
             bar.advance(files)
     return summary
 

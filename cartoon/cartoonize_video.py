@@ -13,10 +13,18 @@ H.264 in yuv420p (what every player takes) needs even sides: an odd width or hei
 by repeating the last column or row, and the summary says so. Frames stored sideways with a
 display matrix (phones) are turned upright first, as photos are by EXIF. Frames of a size other
 than the first (a mid-stream resolution change) are scaled to the first size. Untrusted files:
-a file that is not a video, has no video stream, or more pixels per frame than
-``--max-pixels`` is rejected with a reason; a packet that fails to decode is dropped and
-counted (its neighbours' timestamps keep the timing), a read error ends the video early, and
-fewer frames than the header promises are noted.
+a file that is not a video, has no video stream, a frame with more pixels than ``--max-pixels``
+(checked on the header and again on every decoded frame before it is converted to RGB: a stream
+can change size mid-way, so one oversized frame skips the whole video, as a bomb photo is
+skipped), a frame that cannot be converted to RGB, or a size or audio the encoders refuse, is
+rejected with a reason; a packet that fails to decode is dropped and counted (its neighbours'
+timestamps keep the timing), a read error ends the video early, and fewer frames than the
+header promises are noted. Failures to write the output (a full disk, a read-only folder) are
+not the file's fault: they propagate as OSError, and the run stops, as for photos.
+
+Frames too small for optical flow (``cartoon.temporal.flow_fits``) get no flicker figure and no
+temporal blend, and should the flow fail on a video anyway, that video is finished without
+them; either way the summary says so.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from rich.progress import Progress
 from cartoon.artifacts import atomic_write
 from cartoon.data.imageio import ImageRejected
 from cartoon.data.video import FALLBACK_FPS
-from cartoon.temporal import FlickerMeter, FlowEstimator, blend
+from cartoon.temporal import FLOW_SIDE, MIN_FLOW_SIDE, FlickerMeter, FlowEstimator, blend, flow_fits
 
 #: x264 constant quality: 18 is close to visually lossless, so the cartoon's flat areas do not band.
 CRF = "18"
@@ -89,9 +97,7 @@ def cartoonize_video(
         expected = _expected_frames(container)
         task = bar.add_task(f"frames of {label}", total=expected, status="")
         try:
-            atomic_write(target, lambda tmp: _transcode(container, tmp, run, temporal, turns, result, lambda: bar.advance(task)))
-        except (av.FFmpegError, ValueError) as exc:  # a stream FFmpeg (or PyAV) cannot convert or encode: this file only
-            raise VideoRejected(f"cannot transcode after {result.frames} frames ({_why(exc)})") from None
+            atomic_write(target, lambda tmp: _transcode(container, tmp, run, max_pixels, temporal, turns, result, lambda: bar.advance(task)))
         finally:
             bar.remove_task(task)
     if expected and result.frames < expected - 1:  # demuxers can stop at damage without an error
@@ -117,6 +123,7 @@ def _transcode(
     container: av.container.InputContainer,
     tmp: Path,
     run: Callable[[np.ndarray], np.ndarray],
+    max_pixels: int,
     temporal: float | None,
     turns: int,
     result: VideoResult,
@@ -137,24 +144,33 @@ def _transcode(
         if width % 2 or height % 2:
             result.notes.append(f"padded {width}x{height} to {encoder.width}x{encoder.height} (H.264 yuv420p needs even sides)")
         audio = {stream.index: _audio_output(output, stream, result) for stream in container.streams.audio if _usable(stream, result)}
+        _open_encoders([encoder, *(stream for stream, decoder in audio.values() if decoder is not None)])
         others = len(container.streams) - 1 - len(container.streams.audio)
         if others:
             result.notes.append(f"{others} other stream{'s' * (others > 1)} (subtitles, data, more video) not copied")
         flow, input_flicker, output_flicker = FlowEstimator(), FlickerMeter(), FlickerMeter()
+        measure = flow_fits(height, width)
+        if not measure:
+            result.notes.append(f"no flicker figure{' or temporal blend' * bool(temporal)} ({width}x{height}: optical flow needs both sides of {MIN_FLOW_SIDE} px or more, the longer scaled to {FLOW_SIDE} at most)")
         previous: tuple[np.ndarray, np.ndarray] | None = None  # (input, output) of the last frame
         resized = 0
         for frame, pts in _video_frames(container, audio, output, result, time_base, rate):
-            rgb = frame.to_ndarray(format="rgb24")
+            rgb = _rgb(frame, max_pixels, result.frames)
             if rgb.shape[1::-1] != coded:
                 rgb, resized = cv2.resize(rgb, coded, interpolation=cv2.INTER_AREA), resized + 1
             rgb = np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
             cartoon = run(rgb)
-            if previous is not None:
-                motion = flow(previous[0], rgb)
-                if temporal:
-                    cartoon = blend(cartoon, previous[1], motion, temporal)
-                input_flicker.add(previous[0], rgb, motion)
-                output_flicker.add(previous[1], cartoon, motion)
+            if previous is not None and measure:
+                try:
+                    motion = flow(previous[0], rgb)
+                except cv2.error as exc:  # the flow only serves the figures and the blend: finish the video without them
+                    measure, input_flicker, output_flicker = False, FlickerMeter(), FlickerMeter()
+                    result.notes.append(f"no flicker figure (optical flow failed at frame {result.frames + 1}: {exc.err}){'; no temporal blend from there' * bool(temporal)}")
+                else:
+                    if temporal:
+                        cartoon = blend(cartoon, previous[1], motion, temporal)
+                    input_flicker.add(previous[0], rgb, motion)
+                    output_flicker.add(previous[1], cartoon, motion)
             previous = rgb, cartoon
             padded = np.pad(cartoon, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
             out = av.VideoFrame.from_ndarray(padded, format="rgb24")
@@ -171,6 +187,28 @@ def _transcode(
     if resized:
         result.notes.append(f"{resized} frames of another size scaled to {width}x{height}")
     result.flicker_input, result.flicker_output = input_flicker.value, output_flicker.value
+
+
+def _rgb(frame: av.VideoFrame, max_pixels: int, index: int) -> np.ndarray:
+    """``frame`` as HxWx3 RGB. Its size is checked against the cap first: the header gives only
+    the first size, and a later frame of another size would otherwise be converted in full
+    before being scaled down. Raises VideoRejected."""
+    if frame.width * frame.height > max_pixels:
+        raise VideoRejected(f"too many pixels in frame {index + 1} ({frame.width} x {frame.height} > {max_pixels})")
+    try:
+        return frame.to_ndarray(format="rgb24")
+    except (av.FFmpegError, ValueError) as exc:  # a pixel format PyAV cannot convert
+        raise VideoRejected(f"cannot convert frame {index + 1} to RGB ({_why(exc)})") from None
+
+
+def _open_encoders(encoders: list[av.stream.Stream]) -> None:
+    """Open the encoders now (PyAV would at the first frame), so a size or audio format they
+    refuse rejects this video, while errors writing the file later are left to propagate."""
+    for stream in encoders:
+        try:
+            stream.codec_context.open()
+        except av.FFmpegError as exc:
+            raise VideoRejected(f"{stream.codec_context.name} cannot encode this {stream.type} ({_why(exc)})") from None
 
 
 def _quarter_turns(source: Path) -> int:

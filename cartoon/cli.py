@@ -271,7 +271,7 @@ class ExportFormat(str, Enum):
 @app.command()
 @handle_errors
 def cartoonize(
-    inputs: Annotated[list[Path], typer.Argument(help="photos and videos: image files, video files (.mp4 .mov .mkv .avi .webm .m4v) and/or folders (searched recursively)", show_default=False)],
+    inputs: Annotated[list[Path], typer.Argument(help="photos and videos: image files, video files (.mp4 .mov .mkv .avi .webm .m4v .mpg .mpeg .ts .wmv .flv) and/or folders (searched recursively)", show_default=False)],
     out: Annotated[Path, typer.Option(help="output folder: a PNG per photo, an H.264 MP4 per video, a folder input's layout mirrored under it", show_default=False)],
     model: Annotated[str, typer.Option(help="generator folder, models:/NAME/VERSION, runs:/ID/generator; or an .onnx file from `cartoon export` with --backend onnx")] = "models/train",
     device: Annotated[Device, typer.Option(help="auto: CUDA if available")] = Device.auto,
@@ -290,7 +290,7 @@ def cartoonize(
     is padded to even) with the same frame count, timestamps and rate; audio is copied as it is
     when MP4 takes its codec, else transcoded to AAC. The summary gives each video's flicker
     figure: the mean absolute difference between each output frame and the previous one moved
-    by the input's optical flow, over pixels where the flow is reliable, beside the same figure
+    by the input's optical flow, over pixels the flow tracks, beside the same figure
     for the input (lower is steadier). --temporal lowers it by blending along that flow.
     """
     from cartoon.cartoonize import cartoonize_files, plan_jobs, report, resolve_device, torch_cartoonizer

@@ -20,10 +20,17 @@ or changed content never drags a ghost along. A pixel is reliable when both hold
   answer.
 
 The flicker figure is the mean absolute difference (0-255 levels, channels averaged) between
-each frame and the previous frame warped by the input flow, over reliable pixels. Measured on
-the outputs and, with the same flow and pixels, on the inputs: the input figure is what
-motion-compensated change the footage itself has (noise, flow error), so an output figure well
-above it is flicker the cartoonizer added. Lower is steadier.
+each frame and the previous frame warped by the input flow, over *tracked* pixels: those that
+pass the forward-backward check and come from inside the previous frame, without the
+photometric check. That check compares the very input frames the input figure measures, so
+with it the input figure could never exceed PHOTO_TOLERANCE while the output figure could.
+Measured on the outputs and, with the same flow and pixels, on the inputs: the input figure is
+what motion-compensated change the footage itself has (noise, flow error, lighting changes), so
+an output figure well above it is flicker the cartoonizer added. Lower is steadier.
+
+DIS needs frames of some size: OpenCV raises under 8 px and, for some narrow frames under
+16 px with a long other side, crashes the process. ``flow_fits`` says whether a frame size
+(after the scaling to FLOW_SIDE) is safe; smaller video gets no flow, so no flicker figure.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ PHOTO_TOLERANCE = 12.0
 #: the flow scaled back up. Cartoon flicker is judged at a few pixels; full-resolution DIS on a
 #: 4K frame would cost more than a GPU takes to cartoonize it.
 FLOW_SIDE = 640
+#: Shortest side (of the frame DIS sees, after scaling to FLOW_SIDE) the flow is run on: OpenCV
+#: 5's DIS raises under 8 px and segfaults at e.g. 64x8 or 128x15; from 16 px it runs at every size.
+MIN_FLOW_SIDE = 16
 #: Side of the box filter that softens the blend weight inside the reliable region, so the
 #: border between blended and untouched pixels leaves no visible edge.
 SOFT_EDGE = 5
@@ -54,11 +64,19 @@ class Motion:
     """How the current input frame relates to the previous one.
 
     ``flow``: HxWx2 float32, for each current pixel the offset to where it was in the previous
-    frame; ``reliable``: HxW bool, where that offset passed the checks (and stays inside the frame).
+    frame; ``tracked``: HxW bool, where that offset passes the forward-backward check and stays
+    inside the frame (what the flicker figures are measured on); ``reliable``: tracked and
+    photometrically consistent too (where ``blend`` mixes).
     """
 
     flow: np.ndarray
+    tracked: np.ndarray
     reliable: np.ndarray
+
+
+def flow_fits(height: int, width: int) -> bool:
+    """Whether DIS can run on frames of this size (see MIN_FLOW_SIDE)."""
+    return min(_flow_size(height, width)) >= MIN_FLOW_SIDE
 
 
 class FlowEstimator:
@@ -73,8 +91,9 @@ class FlowEstimator:
         forward = _full_size(self.dis.calc(prev_gray, cur_gray, None), current.shape)  # previous -> current
         forward_there = warp(forward, backward)  # the forward flow where each pixel came from
         consistent = _squared(backward + forward_there) < FB_RATIO * (_squared(backward) + _squared(forward_there)) + FB_SLACK
+        tracked = consistent & _inside_frame(backward)
         photometric = _channel_mean_difference(warp(previous, backward), current) < PHOTO_TOLERANCE
-        return Motion(backward, consistent & photometric & _inside_frame(backward))
+        return Motion(backward, tracked, tracked & photometric)
 
 
 def _squared(flow: np.ndarray) -> np.ndarray:
@@ -91,8 +110,14 @@ def _channel_mean_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _flow_input(rgb: np.ndarray) -> np.ndarray:
     """Grayscale, scaled down (never up) to FLOW_SIDE on the longer side."""
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    scale = FLOW_SIDE / max(gray.shape)
-    return cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+    height, width = _flow_size(*gray.shape)
+    return cv2.resize(gray, (width, height), interpolation=cv2.INTER_AREA) if (height, width) != gray.shape else gray
+
+
+def _flow_size(height: int, width: int) -> tuple[int, int]:
+    """(height, width) of the frame DIS sees: scaled down (never up) to FLOW_SIDE on the longer side."""
+    scale = FLOW_SIDE / max(height, width)
+    return (height, width) if scale >= 1 else (max(1, round(height * scale)), max(1, round(width * scale)))
 
 
 def _full_size(flow: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -143,10 +168,10 @@ class FlickerMeter:
 
     def add(self, previous: np.ndarray, current: np.ndarray, motion: Motion) -> None:
         difference = _channel_mean_difference(warp(previous, motion.flow), current)
-        self.total += float(difference[motion.reliable].sum())
-        self.pixels += int(motion.reliable.sum())
+        self.total += float(difference[motion.tracked].sum())
+        self.pixels += int(motion.tracked.sum())
 
     @property
     def value(self) -> float | None:
-        """Mean over all reliable pixels of all frame pairs; None when there were none."""
+        """Mean over all tracked pixels of all frame pairs; None when there were none."""
         return self.total / self.pixels if self.pixels else None

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cartoon.data.dedupe import hamming, near_duplicates, perceptual_hash
 from cartoon.data.http import HttpCache, HttpClient, Rejected, check_url
 from cartoon.data.imageio import FORMAT_SUFFIXES, ImageRejected, decode_image_with_format, sha256_bytes, write_atomic
+from cartoon.data.video import VIDEO_SUFFIXES, VideoError, extract_frames
 from cartoon.errors import UsageError
 from cartoon.params import CrawlParams, read_yaml
 from cartoon.progress import console, progress
@@ -34,7 +35,6 @@ MANIFEST_COLUMNS = [
     "item_id", "domain", "source", "kind", "origin", "licence",
     "sha256", "phash", "width", "height", "status", "reason", "path",
 ]  # fmt: skip
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
 #: Domains deduplicated together, the first one winning: a face photo that copies a held-out
 #: photo would otherwise leak it into training.
 DEDUPE_GROUPS = {"photo": ("photo", 0), "face_photo": ("photo", 1), "cartoon": ("cartoon", 0), "face_cartoon": ("cartoon", 1)}
@@ -278,8 +278,6 @@ def _gallery_items(src: HtmlSource, client: HttpClient, make: Callable[..., _Ori
 
 def _video_items(video: Path, src: VideoSource, make: Callable[..., _Origin]) -> Iterator[_Origin]:
     """One item per candidate frame (``<file>#frame=<n>``); frames are PNG-encoded by the workers."""
-    from cartoon.data.video import VideoError, extract_frames
-
     options = src.model_dump(include={"mode", "every_s", "scene_threshold", "min_scene_s", "crop_letterbox",
                                       "black_level", "min_std", "duplicate_threshold", "max_frames"})  # fmt: skip
     try:

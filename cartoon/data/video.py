@@ -17,6 +17,9 @@ from typing import Literal
 import cv2
 import numpy as np
 
+#: Suffixes read as video, by crawl's ``video`` sources and by ``cartoon cartoonize``: containers
+#: FFmpeg (behind both OpenCV and PyAV) demuxes.
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
 #: Frame rate assumed when the container reports none (0, NaN) or an absurd one (a time base).
 FALLBACK_FPS = 25.0
 #: Bars are cropped up to this fraction of the height (or width) per side: real letterbox and
@@ -25,6 +28,11 @@ MAX_BAR_FRACTION = 0.4
 #: (width, height) of the thumbnails compared for cuts and near-duplicates: small enough to average
 #: away compression noise and small motion, large enough to tell one shot from another.
 THUMB_SIZE = (64, 36)
+
+
+def is_video(path: Path) -> bool:
+    """Whether ``path`` is taken as a video, by its suffix (any case)."""
+    return path.suffix.lower() in VIDEO_SUFFIXES
 
 
 class VideoError(Exception):
