@@ -1,13 +1,18 @@
-"""A throwaway HTTP server on 127.0.0.1 for the crawl tests (the only network they touch), and
-made-up host names that lead to it."""
+"""A throwaway HTTP server on 127.0.0.1 for the crawl tests (the only network they touch), made-up
+host names that lead to it, and the waiting for servers the tests start as processes (MLflow's
+model server, the web page)."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +53,24 @@ def fake_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     monkeypatch.setattr(socket, "create_connection", create_connection)
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now (for servers started as processes)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_up(url: str, server: subprocess.Popen, log: Path, deadline_s: float) -> None:
+    """Poll ``url`` until it answers; fail with the server's log if it exits or ``deadline_s`` passes."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"{server.args[0]} exited with code {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:  # refused while starting (URLError is an OSError)
+            time.sleep(0.3)
+    raise AssertionError(f"no answer from {url} within {deadline_s} s:\n{log.read_text()[-3000:]}")

@@ -11,11 +11,11 @@ import av
 import cv2
 import numpy as np
 import pytest
-from test_cartoonize import photo, save_tiny
 from typer.testing import CliRunner
 
 from cartoon.cli import app
 from cartoon.data.imageio import write_png
+from tests.test_cartoonize import photo, save_tiny
 
 runner = CliRunner()
 FPS, SAMPLE_RATE = 12, 16_000

@@ -5,33 +5,25 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import mlflow
 import numpy as np
-from test_cartoonize import photo, save_tiny
 from typer.testing import CliRunner
 
 from cartoon import tracking
 from cartoon.cli import app
 from cartoon.data.imageio import read_rgb, write_png
+from tests.local_server import free_port, wait_until_up
+from tests.test_cartoonize import photo, save_tiny
 
 runner = CliRunner()
 # A cold start takes about 13 s on this 2-core machine; loaded CI machines may be slower.
 STARTUP_DEADLINE_S = 120
-
-
-def free_port() -> int:
-    """A port nobody listens on now (the server binds it a moment later)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _post_json(url: str, body: dict) -> dict:
@@ -45,26 +37,6 @@ def _post_json(url: str, body: dict) -> dict:
         raise AssertionError(
             f"{url} answered {exc.code}: {exc.read()[:2000]!r}"
         ) from None
-
-
-def _wait_until_up(url: str, server: subprocess.Popen, log: Path) -> None:
-    """Poll ``url`` until it answers 200; fail with the server's log if it exits or the deadline passes."""
-    deadline = time.monotonic() + STARTUP_DEADLINE_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(
-                f"the server exited with code {server.returncode}:\n{log.read_text()[-3000:]}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:  # refused while starting (URLError is an OSError)
-            pass
-        time.sleep(0.3)
-    raise AssertionError(
-        f"no answer from {url} within {STARTUP_DEADLINE_S} s:\n{log.read_text()[-3000:]}"
-    )
 
 
 def test_served_model_answers_with_the_cartoon(project, monkeypatch):
@@ -116,7 +88,7 @@ def test_served_model_answers_with_the_cartoon(project, monkeypatch):
         expected = read_rgb(project / "cartoons" / "a.png")
         predicted = mlflow.pyfunc.load_model(registered).predict(image[None])
 
-        _wait_until_up(f"http://127.0.0.1:{port}/ping", server, log)
+        wait_until_up(f"http://127.0.0.1:{port}/ping", server, log, STARTUP_DEADLINE_S)
         answer = _post_json(
             f"http://127.0.0.1:{port}/invocations", {"inputs": image[None].tolist()}
         )

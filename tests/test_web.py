@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -20,8 +19,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_cartoonize import photo, save_tiny
-from test_serve import free_port
 from typer.testing import CliRunner
 
 from cartoon import tracking, web
@@ -29,6 +26,8 @@ from cartoon.cartoonize import torch_cartoonizer
 from cartoon.cli import app
 from cartoon.data.imageio import read_rgb, write_png
 from cartoon.tiling import TileSettings
+from tests.local_server import free_port, wait_until_up
+from tests.test_cartoonize import photo, save_tiny
 
 runner = CliRunner()
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -172,23 +171,6 @@ def _browser(downloads: Path, monkeypatch: pytest.MonkeyPatch):
     )
 
 
-def _wait_for_page(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(
-                f"cartoon web exited with {server.returncode}:\n{log.read_text()[-3000:]}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(
-        f"no page at {url} within {WAIT_S} s:\n{log.read_text()[-3000:]}"
-    )
-
-
 def test_page_in_a_real_browser(project, monkeypatch):
     _require(
         CHROMIUM is not None and CHROMEDRIVER is not None,
@@ -248,7 +230,7 @@ def test_page_in_a_real_browser(project, monkeypatch):
             expected, torch_cartoonizer(str(champion), TileSettings(), "cpu")(image)
         )
         url = f"http://127.0.0.1:{port}/"
-        _wait_for_page(url, server, log)
+        wait_until_up(url, server, log, WAIT_S)
         browser.get(url)
         wait = WebDriverWait(browser, WAIT_S)
         status = lambda: browser.find_element(By.ID, "status").text
