@@ -82,12 +82,13 @@ class BuiltinSource(_SourceBase):
 
     @model_validator(mode="after")
     def _style_fits(self) -> BuiltinSource:
-        from cartoon.data.builtin import STYLES
+        if self.style is not None:
+            from cartoon.data.builtin import STYLES
 
-        styles = STYLES[self.domain]
-        if self.style is not None and self.style not in styles:
-            raise ValueError(f"style {self.style!r} does not apply to the {self.domain} domain"
-                             + (f" (use {' or '.join(styles)})" if styles else ""))  # fmt: skip
+            styles = STYLES[self.domain]
+            if self.style not in styles:
+                raise ValueError(f"style {self.style!r} does not apply to the {self.domain} domain"
+                                 + (f" (use {' or '.join(styles)})" if styles else ""))  # fmt: skip
         if self.haze is not None and self.style != "haze":
             raise ValueError("haze applies with style: haze only")
         return self

@@ -189,7 +189,7 @@ def _pair_references(rows: list[dict]) -> None:
         elif matches[0]["item_id"] in paired:
             reason = "its photo has another reference"
         if reason:
-            row.update(status="dropped", reason=reason, split="")
+            row.update(status="dropped", reason=reason, split="", path="")
         else:
             paired.add(matches[0]["item_id"])
             row.update(split="test", paired_with=matches[0]["item_id"])
