@@ -75,21 +75,22 @@ def _load_run(params_path: Path):  # noqa: ANN202
 @app.command()
 @handle_errors
 def crawl(
-    sources: Annotated[Path, typer.Option(help="YAML list of sources (builtin, local, urls)")] = Path("pipeline/sources.yaml"),
+    sources: Annotated[Path | None, typer.Option(help="YAML list of sources (builtin, local, urls, ...); default: crawl.sources of the params")] = None,
     out: Annotated[Path, typer.Option(help="output folder: images/<domain>/ and manifest.csv")] = Path("data/raw"),
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Gather raw photos and cartoons from the configured sources; record every item in a manifest."""
     from cartoon.data.crawl import crawl as run
 
-    run(sources, out, _load(params).crawl)
+    settings = _load(params).crawl
+    run(sources or Path(settings.sources), out, settings)
 
 
 @app.command()
 @handle_errors
 def resize(
     raw: Annotated[Path, typer.Option(help="crawl output folder (with manifest.csv)")] = Path("data/raw"),
-    out: Annotated[Path, typer.Option(help="output folder: image stores photo/{train,test}.npy, cartoon/train.npy, face_*/train.npy; manifest.csv")] = Path("data/resized"),
+    out: Annotated[Path, typer.Option(help="output folder: image stores photo/{train,test}.npy, cartoon/train.npy, face_*/train.npy, reference/test.npy; manifest.csv")] = Path("data/resized"),
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Decode safely, resize and centre-crop to resize.size, split photos into train and held-out test, write image stores."""

@@ -122,7 +122,7 @@ def evaluate(
     if cartoons and not cartoon_items:
         raise UsageError(f"no images in {cartoons}")
     inception, inception_absent = _inception(params)
-    expected = _references(references, items, params) if references else {}
+    expected, references_note = _references(references, items, params) if references else ({}, "none given (--references)")
     generator, config = load_cartoonizer(resolve_model(model))
     scorer = CartoonScore.from_json(config["cartoon_score"]) if config.get("cartoon_score") else None
     features = load_vgg(params.vgg, "conv4_4")
@@ -186,12 +186,11 @@ def evaluate(
         metrics["style_progress"] = {key: style_progress(inputs[key], style[key], reference[key]) for key in STYLE_KEYS}
     if scorer:
         metrics["cartoon_score_auc"] = scorer.cv_auc
-    if references:
-        if paired_rows:
-            metrics["paired"] = _mean(paired_rows) | {"images": len(paired_rows)}
-            metrics["paired_input"] = _mean(paired_input_rows)
-        else:
-            metrics["paired"] = {"absent": "no photo with a readable reference was evaluated"}
+    if paired_rows:
+        metrics["paired"] = _mean(paired_rows) | {"images": len(paired_rows)}
+        metrics["paired_input"] = _mean(paired_input_rows)
+    elif expected:
+        metrics["paired"] = {"absent": "no photo with a readable reference was evaluated"}
     metrics["fid_kid"] = (
         _fid_kid(inception, np.array(output_features), np.array(photo_features), cartoon_items, params, skipped)
         if inception is not None
@@ -208,7 +207,8 @@ def evaluate(
     info = {"model": model, "method": config["method"], "vgg_source": features.source, "vgg_layer": features.layer,
             "inception": inception.source if inception is not None else f"absent: {inception_absent}",
             "skipped_files": skipped, "faces": faces.landmarks.source if face_figures else f"absent: {faces_absent}",
-            "faces_dlib68": faces.dlib68.source if face_figures and faces.dlib68 else f"absent: {dlib68_absent}"}
+            "faces_dlib68": faces.dlib68.source if face_figures and faces.dlib68 else f"absent: {dlib68_absent}",
+            "references": references_note if not paired_rows else f"{references}: {len(paired_rows)} photos matched"}
     write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / "evaluation.json", info)
     if log_to_run:
@@ -230,8 +230,12 @@ def _face_meter(params: Params) -> tuple[FaceMeter | None, str, str]:
     return FaceMeter(landmarks, detector, aligned=params.evaluate.faces == "aligned", dlib68=dlib68), "", dlib68_absent
 
 
-def _references(references: Path, items: list[Photo], params: Params) -> dict[str, Callable[[], np.ndarray]]:
-    """The reference loader of each photo, by stem; no photo with a reference is a usage error."""
+def _references(references: Path, items: list[Photo], params: Params) -> tuple[dict[str, Callable[[], np.ndarray]], str]:
+    """The reference loader of each photo, by stem, and a note for evaluation.json. An empty
+    store means no references (the resize stage writes one when the data has none, so one stage
+    graph serves every profile); references that match no photo are a usage error."""
+    if is_store(references) and not read_store(references, "references").names:
+        return {}, f"none: {references} is empty (the data has no references)"
     by_stem = {stem: load for _label, stem, load in photo_items(references, params.resize.max_pixels)}
     matched = {stem: by_stem[stem] for _label, stem, _load in items if stem in by_stem}
     if not matched:
@@ -239,7 +243,7 @@ def _references(references: Path, items: list[Photo], params: Params) -> dict[st
             f"no reference in {references} matches a photo by file stem (photos e.g. {items[0][1]!r}, "
             f"references e.g. {next(iter(by_stem), 'none')!r})"
         )
-    return matched
+    return matched, ""
 
 
 def _inception(params: Params) -> tuple[InceptionFeatures | None, str]:

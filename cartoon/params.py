@@ -24,6 +24,10 @@ class Section(BaseModel):
 
 
 class CrawlParams(Section):
+    sources: str = Field(
+        "pipeline/sources.yaml", pattern=r"\.ya?ml$",
+        description="the sources file the crawl stage reads (dvc.yaml interpolates it): a profile's data, e.g. pipeline/sources-dehaze.yaml",
+    )
     timeout_s: float = Field(10.0, gt=0, description="HTTP connect/read timeout per request")
     max_bytes: int = Field(20_000_000, ge=1024, description="byte cap per downloaded file")
     retries: int = Field(3, ge=0, le=10, description="retries per URL after the first try")

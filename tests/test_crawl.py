@@ -140,7 +140,7 @@ def test_local_non_recursive_and_relative_to_sources_file(tmp_path, mixed_folder
 
 
 def test_builtin_source_writes_pngs(tmp_path, monkeypatch):
-    def fake_items(domain: str, count: int, size: int, seed: int, photos, style) -> Iterator[tuple[str, np.ndarray]]:
+    def fake_items(domain: str, count: int, size: int, seed: int, photos, style, haze) -> Iterator[tuple[str, np.ndarray]]:
         rng = np.random.default_rng(seed)
         for i in range(count):
             yield f"{domain}-{i:03d}", rng.integers(0, 256, (size, size, 3), dtype=np.uint8)

@@ -71,7 +71,7 @@ def test_repro_writes_documented_metrics(repo):
 
 def test_images_are_stored_as_a_few_large_files(repo):
     resized = sorted(str(p.relative_to(repo / "data/resized")) for p in (repo / "data/resized").rglob("*") if p.is_file())
-    stores = ["cartoon/train", "face_cartoon/train", "face_photo/train", "photo/test", "photo/train"]
+    stores = ["cartoon/train", "face_cartoon/train", "face_photo/train", "photo/test", "photo/train", "reference/test"]
     assert resized == sorted(["manifest.csv", *(f"{s}.npy" for s in stores), *(f"{s}.names.txt" for s in stores)])
     for derived in ("data/smoothed/train.npy", "data/gray/cartoon.npy", "data/gray/smooth.npy"):
         assert read_store(repo / derived).names == read_store(repo / "data/resized/cartoon/train.npy").names

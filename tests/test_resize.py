@@ -38,7 +38,8 @@ def crawled(tmp_path: Path, photos: int, cartoons: int) -> Path:
     return tmp_path / "raw"
 
 
-STORES = ["cartoon/train.npy", "face_cartoon/train.npy", "face_photo/train.npy", "photo/test.npy", "photo/train.npy"]
+STORES = ["cartoon/train.npy", "face_cartoon/train.npy", "face_photo/train.npy", "photo/test.npy", "photo/train.npy",
+          "reference/test.npy"]
 
 
 def pixels_of(out: Path, manifest: pd.DataFrame, item_id: str) -> np.ndarray:
@@ -173,7 +174,7 @@ def test_stale_outputs_are_removed(tmp_path):
     stale.write_bytes(b"old")
     resize(raw, out, ResizeParams(size=16))
     assert not stale.parent.exists()
-    assert sorted(p.name for p in out.rglob("*.npy")) == ["test.npy", "train.npy", "train.npy", "train.npy", "train.npy"]
+    assert sorted(p.name for p in out.rglob("*.npy")) == ["test.npy", "test.npy", "train.npy", "train.npy", "train.npy", "train.npy"]
 
 
 def test_damaged_stored_file_is_rejected_not_fatal(tmp_path):

@@ -17,6 +17,14 @@ never shows a photo of the photo set:
   aligns the faces;
 - face cartoons: cartoon faces drawn by ``cartoon.data.faces.cartoon_face``.
 
+Any unpaired pair of domains: ``style: clear`` gives plain crops in the photo or cartoon domain,
+``style: haze`` hazy crops (``cartoon.data.haze``, ``haze: thin`` or ``dense``), so hazy photos
+and clear "cartoons" of other photographs make a dehazing set. The ``reference`` domain holds
+the expected output of photos for paired evaluation: a reference source with the photo
+source's seed, size and photos crops the very same squares (the photo domain's random stream)
+and names them as the photo source does, so each reference carries the origin of its photo;
+its style says what it is (``clear``: a hazy photo's clear original).
+
 Each item is named ``<photo>#crop<index>``: the part before ``#`` names the source photograph,
 which ``resize`` keeps on one side of the train/test split.
 """
@@ -31,6 +39,8 @@ import numpy as np
 
 from cartoon.data.celshade import cel_shade
 from cartoon.data.faces import cartoon_face
+from cartoon.data.haze import SETTINGS as HAZE_SETTINGS
+from cartoon.data.haze import apply_haze, draw_haze
 from cartoon.data.synthetic import cel_shaded_scene
 from cartoon.errors import UsageError
 
@@ -81,8 +91,11 @@ PHOTO_SOURCES = ("astronaut", "chelsea", "coffee", "rocket", "grace_hopper")
 CARTOON_SOURCES = ("china", "flower", "motorcycle")
 FACE_SOURCES = ("astronaut", "camera", "grace_hopper", "lfw")  # "lfw": one of lfw_subset's faces per item
 LFW_FACES = 100
-DOMAINS = ("photo", "cartoon", "face_photo", "face_cartoon")
-CARTOON_STYLES = ("celshade", "scenes")
+DOMAINS = ("photo", "cartoon", "face_photo", "face_cartoon", "reference")  # the index seeds each domain's stream
+#: The styles each domain can be made in, its default first (face domains have one way each).
+STYLES = {"photo": ("clear", "haze"), "cartoon": ("celshade", "scenes", "clear", "haze"), "reference": ("clear", "haze"),
+          "face_photo": (), "face_cartoon": ()}  # fmt: skip
+HAZE_STREAM = 1000  # the haze of item i is drawn from default_rng([seed, HAZE_STREAM, i]): the crops' streams stay as they were
 
 
 def builtin_photo_names() -> list[str]:
@@ -153,19 +166,27 @@ def augmented_face_photo(name: str, rng: np.random.Generator, size: int) -> tupl
 
 
 def builtin_items(
-    domain: str, count: int, size: int, seed: int, photos: tuple[str, ...] | None = None, style: str = "celshade"
+    domain: str, count: int, size: int, seed: int, photos: tuple[str, ...] | None = None, style: str | None = None,
+    haze: str = "thin",
 ) -> Iterator[tuple[str, np.ndarray]]:
     """``count`` (name, HxWx3 uint8) items of a domain, the same for the same arguments.
 
-    ``photos`` picks the bundled photographs to crop (default ``PHOTO_SOURCES`` for photos,
-    ``CARTOON_SOURCES`` for cartoons, ``FACE_SOURCES`` for face photos), taken in turn;
-    ``style`` is how cartoons are made.
+    ``photos`` picks the bundled photographs to crop (default ``PHOTO_SOURCES`` for photos and
+    references, ``CARTOON_SOURCES`` for cartoons, ``FACE_SOURCES`` for face photos), taken in
+    turn; ``style`` is how the crops are rendered (``STYLES``; None: the domain's default) and
+    ``haze`` the setting of ``style="haze"``. References crop exactly what photos of the same
+    seed, size and photos crop, under the same names, whatever either's style.
     """
     if domain not in DOMAINS:
         raise UsageError(f"unknown builtin domain {domain!r} (use {', '.join(DOMAINS)})")
-    if style not in CARTOON_STYLES:
-        raise UsageError(f"unknown builtin style {style!r} (use {' or '.join(CARTOON_STYLES)})")
-    rng = np.random.default_rng([seed, DOMAINS.index(domain)])
+    styles = STYLES[domain]
+    style = style or (styles[0] if styles else None)
+    if style is not None and style not in styles:
+        allowed = f"use {' or '.join(styles)}" if styles else "this domain takes no style"
+        raise UsageError(f"unknown builtin style {style!r} for the {domain} domain ({allowed})")
+    if haze not in HAZE_SETTINGS:
+        raise UsageError(f"unknown haze setting {haze!r} (use {' or '.join(HAZE_SETTINGS)})")
+    rng = np.random.default_rng([seed, DOMAINS.index("photo" if domain == "reference" else domain)])
     if domain == "face_cartoon":
         for index in range(count):
             yield f"cartoon-face-{index:04d}", cartoon_face(rng, size)[0]
@@ -174,7 +195,7 @@ def builtin_items(
         for index in range(count):
             yield f"scene-{index:04d}", cel_shaded_scene(rng, size)
         return
-    default = {"photo": PHOTO_SOURCES, "cartoon": CARTOON_SOURCES, "face_photo": FACE_SOURCES}[domain]
+    default = {"photo": PHOTO_SOURCES, "reference": PHOTO_SOURCES, "cartoon": CARTOON_SOURCES, "face_photo": FACE_SOURCES}[domain]
     names = list(photos or default)
     for index in range(count):
         name = names[index % len(names)]
@@ -185,7 +206,9 @@ def builtin_items(
         if name == "lfw":
             raise UsageError("lfw (lfw_subset's faces) is a face_photo source only")
         crop = random_crop(load_builtin_photo(name), rng, size)
-        if domain == "photo":
-            yield f"{name}#crop{index:03d}", crop
-        else:
-            yield f"celshade/{name}#crop{index:03d}", cel_shade(crop)
+        if style == "haze":
+            crop = apply_haze(crop, draw_haze(np.random.default_rng([seed, HAZE_STREAM, index]), size, size, haze))
+        elif style == "celshade":
+            crop = cel_shade(crop)
+        prefix = "" if domain in ("photo", "reference") else f"{style}/"  # references are named as their photos
+        yield f"{prefix}{name}#crop{index:03d}", crop

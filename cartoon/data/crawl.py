@@ -37,7 +37,8 @@ MANIFEST_COLUMNS = [
 ]  # fmt: skip
 #: Domains deduplicated together, the first one winning: a face photo that copies a held-out
 #: photo would otherwise leak it into training.
-DEDUPE_GROUPS = {"photo": ("photo", 0), "face_photo": ("photo", 1), "cartoon": ("cartoon", 0), "face_cartoon": ("cartoon", 1)}
+DEDUPE_GROUPS = {"photo": ("photo", 0), "face_photo": ("photo", 1), "cartoon": ("cartoon", 0), "face_cartoon": ("cartoon", 1),
+                 "reference": ("reference", 0)}  # fmt: skip
 CACHE_DIR = ".http-cache"  # inside the output folder; .dvcignore keeps it out of DVC's hashes
 
 
@@ -48,7 +49,7 @@ class _SourceBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str | None = None
-    domain: Literal["photo", "cartoon", "face_photo", "face_cartoon"]
+    domain: Literal["photo", "cartoon", "face_photo", "face_cartoon", "reference"]
     licence: str = ""
 
 
@@ -64,7 +65,10 @@ class BuiltinSource(_SourceBase):
     size: int = Field(160, ge=16, le=4096)
     seed: int = 0
     photos: tuple[str, ...] | None = Field(None, min_length=1, description="bundled photographs to crop (default: the domain's own)")
-    style: Literal["celshade", "scenes"] = Field("celshade", description="cartoons: cel-shaded photographs or synthetic scenes")
+    style: Literal["celshade", "scenes", "clear", "haze"] | None = Field(
+        None, description="how crops are rendered: cartoons celshade (default), scenes, clear or haze; photos and references clear (default) or haze"
+    )
+    haze: Literal["thin", "dense"] | None = Field(None, description="with style haze: RESIDE-like thin (default) or O-HAZE-like dense haze")
 
     @field_validator("photos")
     @classmethod
@@ -75,6 +79,19 @@ class BuiltinSource(_SourceBase):
         if unknown:
             raise ValueError(f"unknown bundled photo {unknown[0]!r} (known: {', '.join(builtin_photo_names())})")
         return photos
+
+    @model_validator(mode="after")
+    def _style_fits(self) -> BuiltinSource:
+        if self.style is not None:
+            from cartoon.data.builtin import STYLES
+
+            styles = STYLES[self.domain]
+            if self.style not in styles:
+                raise ValueError(f"style {self.style!r} does not apply to the {self.domain} domain"
+                                 + (f" (use {' or '.join(styles)})" if styles else ""))  # fmt: skip
+        if self.haze is not None and self.style != "haze":
+            raise ValueError("haze applies with style: haze only")
+        return self
 
 
 class LocalSource(_SourceBase):
@@ -182,7 +199,27 @@ def load_sources(sources_file: Path) -> list[tuple[str, AnySource]]:
         if name in seen:
             raise UsageError(f"{sources_file}: sources[{i}].name: duplicate source name {name!r}")
         seen.add(name)
+    for i, (name, src) in enumerate(named):
+        if src.domain == "reference":
+            _check_reference(src, [other for _, other in named], f"{sources_file}: sources[{i}] ({name})")
     return named
+
+
+def _check_reference(src: AnySource, sources: list[AnySource], where: str) -> None:
+    """A reference source must crop what a builtin photo source crops (same seed, size and
+    photos): resize pairs a reference with the photo of the same origin, and a reference of
+    other crops would still match by name and give meaningless PSNR/SSIM."""
+    if not isinstance(src, BuiltinSource):
+        raise UsageError(f"{where}: the reference domain is for builtin sources, whose references share their photos' "
+                         "origins; for your own expected outputs use `cartoon evaluate --references DIR` (matched by file stem)")  # fmt: skip
+    from cartoon.data.builtin import PHOTO_SOURCES
+
+    def crops(other: BuiltinSource) -> tuple:
+        return other.seed, other.size, other.photos or PHOTO_SOURCES
+
+    if not any(isinstance(other, BuiltinSource) and other.domain == "photo" and crops(other) == crops(src) for other in sources):
+        raise UsageError(f"{where}: no builtin photo source with the same seed, size and photos ({src.seed}, {src.size}, "
+                         f"{', '.join(src.photos or PHOTO_SOURCES)}): its references would be the originals of no photo")  # fmt: skip
 
 
 def _describe(exc: ValidationError, raw: Any) -> str:
@@ -242,7 +279,7 @@ def _plan(
         # imported on use: its photo loaders pull in scikit-image, scikit-learn and matplotlib
         from cartoon.data.builtin import builtin_items
 
-        generated = builtin_items(src.domain, src.count, src.size, src.seed, src.photos, src.style)
+        generated = builtin_items(src.domain, src.count, src.size, src.seed, src.photos, src.style, src.haze or "thin")
         return lambda: (make(f"builtin:{item}", lambda rgb=rgb: _png_bytes(rgb)) for item, rgb in generated)
     if isinstance(src, LocalSource):
         folder = local(src.path, "folder")

@@ -13,6 +13,13 @@ score and its five landmarks in the crop (``face_score``, ``landmarks``: x1 y1 .
 image without a usable face is rejected with the reason. A face photo taken from a source
 photograph whose crops are held out as test photos is rejected too, so no held-out photo's
 source is ever trained on.
+
+References (the ``reference`` domain: expected outputs, e.g. a hazy photo's clear original) are
+paired with the photo of the same crawl origin. Only those of held-out photos are kept, in
+``<out>/reference/test.npy`` under their PHOTO's item id, so ``cartoon evaluate --references``
+matches them to ``photo/test.npy`` by name; the rest are ``dropped`` in the manifest with the
+reason (a training photo's reference would tell nothing about held-out quality). The store
+always exists, with no rows when there are no references, so the evaluate stage can depend on it.
 """
 
 from __future__ import annotations
@@ -38,11 +45,13 @@ from cartoon.progress import console, progress
 
 MANIFEST_COLUMNS = [
     "item_id", "domain", "split", "sha256", "source", "origin", "licence",
-    "width", "height", "status", "reason", "path", "row", "face_score", "landmarks",
+    "width", "height", "status", "reason", "path", "row", "face_score", "landmarks", "paired_with",
 ]  # fmt: skip
 DOMAINS = ("photo", "cartoon")  # both needed for training
 FACE_DOMAINS = ("face_photo", "face_cartoon")  # optional
-SETS = (("photo", "train"), ("photo", "test"), ("cartoon", "train"), ("face_photo", "train"), ("face_cartoon", "train"))
+REFERENCE = "reference"  # optional: expected outputs of held-out photos
+SETS = (("photo", "train"), ("photo", "test"), ("cartoon", "train"), ("face_photo", "train"), ("face_cartoon", "train"),
+        (REFERENCE, "test"))  # fmt: skip
 _NEEDED = ("item_id", "domain", "sha256", "source", "origin", "licence", "status", "path")
 
 
@@ -160,6 +169,32 @@ def _hold_out_face_sources(rows: list[dict]) -> None:
             row.update(_rejected(row, "source photograph held out for testing (photo test set)"))
 
 
+def _pair_references(rows: list[dict]) -> None:
+    """Keep the reference of each held-out photo (split ``test``, ``paired_with`` its photo's
+    item id); drop every other reference with the reason."""
+    photos: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["domain"] == "photo":
+            photos.setdefault(row["origin"], []).append(row)
+    paired: set[str] = set()
+    for row in sorted((row for row in rows if row["domain"] == REFERENCE), key=lambda item: item["item_id"]):
+        matches = photos.get(row["origin"], [])
+        reason = ""
+        if not matches:
+            reason = "no usable photo with this origin"
+        elif len(matches) > 1:
+            reason = f"origin matches {len(matches)} photos"
+        elif matches[0]["split"] != "test":
+            reason = "its photo is a training photo (references are kept for held-out photos only)"
+        elif matches[0]["item_id"] in paired:
+            reason = "its photo has another reference"
+        if reason:
+            row.update(status="dropped", reason=reason, split="", path="")
+        else:
+            paired.add(matches[0]["item_id"])
+            row.update(split="test", paired_with=matches[0]["item_id"])
+
+
 def _read_crawl_manifest(raw_dir: Path) -> pd.DataFrame:
     path = raw_dir / "manifest.csv"
     if not path.is_file():
@@ -195,10 +230,10 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     crawled = _read_crawl_manifest(raw_dir)
-    usable = crawled[(crawled.status == "ok") & crawled.domain.isin(DOMAINS + FACE_DOMAINS)]
+    usable = crawled[(crawled.status == "ok") & crawled.domain.isin(DOMAINS + FACE_DOMAINS + (REFERENCE,))]
     rows = [
         {column: row[column] for column in ("item_id", "domain", "sha256", "source", "origin", "licence", "path")}
-        | {"width": None, "height": None, "status": "ok", "reason": ""}
+        | {"width": None, "height": None, "status": "ok", "reason": "", "paired_with": ""}
         for row in usable.to_dict("records")
     ]
     _fail_if_missing(rows, f"in {raw_dir / 'manifest.csv'}")
@@ -207,26 +242,28 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
     for row in rows:
         row["split"] = splits[row["item_id"]] if row["domain"] == "photo" else "train"
     _hold_out_face_sources(rows)
+    _pair_references(rows)
 
-    for domain in DOMAINS + FACE_DOMAINS:
+    for domain in DOMAINS + FACE_DOMAINS + (REFERENCE,):
         shutil.rmtree(out_dir / domain, ignore_errors=True)
     (out_dir / "manifest.csv").unlink(missing_ok=True)
 
     groups: dict[str, list[dict]] = {store_name(domain, split): [] for domain, split in SETS}
+    done: list[dict] = [row for row in rows if row["status"] == "dropped"]  # not decoded: no store holds them
     for row in sorted(rows, key=lambda item: item["item_id"]):  # stable row order: reruns are byte-identical
-        groups[store_name(row["domain"], row["split"] or "train")].append(row)
+        if row["status"] != "dropped":
+            groups[store_name(row["domain"], row["split"] or "train")].append(row)
     # Every image gets as many rows of its store as it may yield: one, or max_per_image faces.
     # Unused rows cost nothing (the temp file is sparse) and are left out when the store is written.
     slots = {name: params.faces.max_per_image if name.split("/")[0] in FACE_DOMAINS else 1 for name in groups}
     detectors = {"face_photo": _Faces(params.faces.min_size, params.faces.min_score),
                  "face_cartoon": _Faces(params.faces.min_size, params.faces.cartoon_min_score)}  # fmt: skip
-    done: list[dict] = []
     counts: Counter[str] = Counter()
     with ExitStack() as stack:
         writers = {name: stack.enter_context(StoreWriter(out_dir / name, len(group) * slots[name], params.size, params.size))
                    for name, group in groups.items()}  # fmt: skip
         with progress() as bar, ThreadPoolExecutor(max_workers=params.workers) as pool:
-            task = bar.add_task("resize", total=len(rows), status="")
+            task = bar.add_task("resize", total=sum(map(len, groups.values())), status="")
             futures = {name: [pool.submit(_process, row, raw_dir, writers[name].pixels[index * slots[name] : (index + 1) * slots[name]],
                                           params, detectors.get(name.split("/")[0]))
                               for index, row in enumerate(group)] for name, group in groups.items()}  # fmt: skip
@@ -241,7 +278,7 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
                     if result["status"] == "ok":
                         result.update(path=name, row=len(used))
                         used.append(index * slots[name] + offset)
-                        names.append(result["item_id"])
+                        names.append(result["paired_with"] or result["item_id"])  # a reference: its photo's id
                     done.append(result)
             if used == list(range(len(group) * slots[name])):
                 writers[name].commit(names)
@@ -257,13 +294,21 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
 
 
 def summary(manifest: pd.DataFrame, size: int) -> str:
-    """One line for the log: ``resize: 40 photos (32 train, 8 test), 12 cartoons at 64x64, 0 rejected``."""
+    """One line for the log: ``resize: 40 photos (32 train, 8 test), 12 cartoons at 64x64, 0 rejected``,
+    and when there are references ``, 8 references of test photos (32 dropped: 32 its photo is a training photo)``."""
     ok = manifest[manifest.status == "ok"]
     photos = ok[ok.domain == "photo"]
     n_test = int((photos.split == "test").sum())
     faces = "".join(f", {n} {domain}s" for domain in FACE_DOMAINS if (n := int((ok.domain == domain).sum())))
-    return (
+    text = (
         f"resize: {len(photos)} photos ({len(photos) - n_test} train, {n_test} test), "
         f"{int((ok.domain == 'cartoon').sum())} cartoons{faces} at {size}x{size}, "
         f"{int((manifest.status == 'rejected').sum())} rejected"
     )
+    references = manifest[manifest.domain == REFERENCE]
+    if len(references):
+        dropped = references[references.status == "dropped"]
+        reasons = sorted(Counter(reason.split(" (")[0] for reason in dropped.reason).items())
+        text += f", {int((references.status == 'ok').sum())} references of test photos ({len(dropped)} dropped"
+        text += (": " + ", ".join(f"{n} {reason}" for reason, n in reasons) if reasons else "") + ")"
+    return text
