@@ -114,3 +114,30 @@ def test_references_add_psnr_and_ssim_matched_by_stem(project):
     write_png(project / "others" / "zzz.png", np.zeros((32, 32, 3), np.uint8))
     result = runner.invoke(app, ["evaluate", "--model", "gen", "--photos", "test", "--out", "res", "--references", "others"])
     assert result.exit_code == 2 and "matches a photo by file stem" in result.output
+
+
+def test_fid_of_a_set_to_itself_is_zero_and_grows_with_blur(inception_file):
+    import cv2
+    from skimage import data
+
+    inception = InceptionFeatures(inception_file)
+    photos = [cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA) for image in (data.astronaut(), data.chelsea(), data.coffee(), data.rocket())]
+    features = np.array([inception(photo) for photo in photos])
+
+    def blurred(sigma: float) -> np.ndarray:
+        return np.array([inception(cv2.GaussianBlur(photo, (0, 0), sigma)) for photo in photos])
+
+    assert frechet_distance(features, features) == pytest.approx(0.0, abs=1e-6)
+    light, heavy = frechet_distance(features, blurred(0.7)), frechet_distance(features, blurred(3.0))
+    assert 0 < light < heavy
+
+
+def test_psnr_and_ssim_match_hand_values():
+    from cartoon.metrics import paired
+
+    grey = np.full((32, 32, 3), 100, np.uint8)
+    assert paired(grey + 10, grey)["psnr"] == pytest.approx(10 * np.log10(255**2 / 100))  # MSE 100: 28.13 dB
+    assert paired(grey, grey) == {"psnr": 100.0, "ssim": 1.0}
+    # SSIM of two flat images: luminance term only, (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1), C1 = (0.01 * 255)^2
+    c1 = (0.01 * 255) ** 2
+    assert paired(grey + 10, grey)["ssim"] == pytest.approx((2 * 110 * 100 + c1) / (110**2 + 100**2 + c1), rel=1e-6)
