@@ -79,22 +79,27 @@ def load_face_sets(data: dict[str, Path | None], needed: tuple[str, ...], every:
     return {f"face_{name}": image_set for name, image_set in present.items()}
 
 
-def data_digest(sets: dict[str, ImageSet]) -> str:
-    """sha256 over the exact pixels and names of every image set a phase trains on.
+def data_digest(sets: dict[str, ImageSet]) -> tuple[str, dict[str, str]]:
+    """sha256 over the exact pixels and names of every image set a phase trains on, and of each
+    set alone (its MLflow dataset digest), from one read of the data.
 
     Stores are read slice by slice, never whole. Pixels are hashed in the N x 3 x H x W order of
     the tensors the networks see, the order of earlier runs, so their ``data.sha256`` tags compare.
     """
     digest = hashlib.sha256()
+    each = {name: hashlib.sha256() for name in sets}
     with progress() as bar:
         task = bar.add_task("hash data", total=sum(len(image_set.names) for image_set in sets.values()), status="")
         for name in sorted(sets):
-            digest.update(name.encode())
-            digest.update("\n".join(sets[name].names).encode())
+            hashers = (digest, each[name])
+            for hasher in hashers:
+                hasher.update(name.encode() + "\n".join(sets[name].names).encode())
             for rows in row_chunks(sets[name].pixels):
-                digest.update(np.ascontiguousarray(sets[name].pixels[rows].transpose(0, 3, 1, 2)))
+                chunk = np.ascontiguousarray(sets[name].pixels[rows].transpose(0, 3, 1, 2))
+                for hasher in hashers:
+                    hasher.update(chunk)
                 bar.update(task, advance=rows.stop - rows.start)
-    return digest.hexdigest()
+    return digest.hexdigest(), {name: hashed.hexdigest() for name, hashed in each.items()}
 
 
 def face_boxes(photos: torch.Tensor) -> torch.Tensor:
@@ -171,7 +176,8 @@ class BatchSource:
     def face_images(self) -> int:
         return len(self.faces["face_photo"].names) if self.faces else 0
 
-    def digest(self) -> str:
+    def digest(self) -> tuple[str, dict[str, str]]:
+        """The digest of all the sets this phase trains on, and of each set (see ``data_digest``)."""
         return data_digest(self.sets | self.faces)
 
     def draw(self, step: int) -> tuple[Batch, bool]:

@@ -28,6 +28,8 @@ import mlflow
 import numpy as np
 import sqlalchemy
 from filelock import FileLock, Timeout
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 from packaging.version import Version
@@ -38,6 +40,12 @@ from cartoon.errors import RuntimeFailure, UsageError
 SQLITE_BUSY_TIMEOUT_S = 60  # a write waits this long for another process's write to end
 SCHEMA_LOCK_TIMEOUT_S = 600  # creating and migrating the schema takes seconds, on a slow disk a minute
 EXPS_TMP = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
+# MLflow 3's experiment kind (the UI's ExperimentKind enum, mlflow/server/js): with this value an
+# MLflow 3 UI opens the experiment on its runs, not on the GenAI traces. The UI bundled with 3.17
+# reads its sidebar switch (GenAI / Machine learning) instead; the README says how to set it.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+DATASET_DIGEST_CHARS = 32  # MLflow stores at most 36 characters of a dataset digest
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 CODE_PACKAGE = Path(__file__).parent  # logged with the model as code (code_paths)
 
@@ -124,21 +132,45 @@ def _prepare_sqlite(uri: str) -> str:
 
 
 def experiment_id(name: str) -> str:
-    """Get or create the experiment, keeping its artifacts under the project root.
+    """Get or create the experiment, keeping its artifacts under the project root, and mark it a
+    model-training experiment (an experiment made before the mark gets it on its next use).
 
     Two first runs may both find no experiment; the one whose create loses reads the winner's.
     """
     experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
+    if experiment is None:
+        experiment = _create_experiment(name)
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) is None:  # a kind the user chose in the UI stays
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment.experiment_id
+
+
+def _create_experiment(name: str) -> mlflow.entities.Experiment:
     remote = mlflow.get_tracking_uri().startswith(("http://", "https://", "databricks"))
     location = None if remote else (project_root() / "mlartifacts").as_uri()  # a server picks its own store
     try:
-        return mlflow.create_experiment(name, artifact_location=location)
+        mlflow.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except mlflow.exceptions.MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-        return mlflow.get_experiment_by_name(name).experiment_id
+    return mlflow.get_experiment_by_name(name)
+
+
+def log_datasets(paths: dict[str, Path], digests: dict[str, str], context: str) -> None:
+    """Log each image set as a dataset input of the active run, named by its role (``photo``,
+    ``face_cartoon``...), with its path in the repo (the DVC path) as source and its content
+    digest: the runs' Dataset column then tells runs on different data apart. Metadata only, the
+    pixels stay in DVC."""
+    root = project_root()
+    datasets = []
+    for name in sorted(paths):
+        path = Path(paths[name]).resolve()
+        shown = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        with warnings.catch_warnings():  # two registered sources both read local paths; MLflow picks the first
+            warnings.filterwarnings("ignore", message=".*interpreted in multiple ways.*")
+            source = resolve_dataset_source(shown)
+        datasets.append(MetaDataset(source, name=name, digest=digests[name][:DATASET_DIGEST_CHARS]))
+    mlflow.log_inputs(datasets, contexts=[context] * len(datasets), tags_list=[None] * len(datasets))
 
 
 def git_commit() -> str | None:

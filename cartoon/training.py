@@ -117,11 +117,13 @@ def _start_run(params: Params, run_id: str | None, run_name: str) -> mlflow.Acti
 
 
 class MlflowCallback:
-    """Tracking as a callback of the loop: the run's params and tags, losses, sample grids."""
+    """Tracking as a callback of the loop: the run's params, tags and training sets, losses, sample grids."""
 
-    def __init__(self, params: Params, method: Method, phase: Phase, data_sha: str, face_images: int, precision: str) -> None:
+    def __init__(self, params: Params, method: Method, phase: Phase, data_sha: str, face_images: int, precision: str,
+                 set_paths: dict[str, Path], set_digests: dict[str, str]) -> None:
         self.params, self.method, self.phase = params, method, phase
         self.data_sha, self.face_images, self.precision = data_sha, face_images, precision
+        self.set_paths, self.set_digests = set_paths, set_digests
 
     def on_start(self, resumed: bool) -> None:
         if resumed:
@@ -131,6 +133,7 @@ class MlflowCallback:
         mlflow.set_tags(tracking.run_tags(self.phase, self.method.name, self.data_sha, self.method.features.source)
                         | self.method.tags()
                         | {"precision": self.precision})
+        tracking.log_datasets(self.set_paths, self.set_digests, "training")
 
     def on_log(self, step: int, losses: dict[str, float]) -> None:
         mlflow.log_metrics({f"loss/{k}": v for k, v in losses.items()}, step=step)
@@ -209,7 +212,7 @@ def _run(phase: Phase, params: Params, loop: LoopParams, data: dict[str, Path | 
                          _face_sets(method, phase, data, needed, loop), loop, engine.device, engine.rank, engine.world_size)
     method.setup(phase, loop.epochs, source.steps_per_epoch)
     engine.attach(method)
-    data_sha = source.digest()
+    data_sha, set_digests = source.digest()
     features = method.features
     books = Bookkeeper(outputs.checkpoint, fingerprint(phase, params, loop, data_sha, init_digest,
                                                        f"{features.source}@{features.layer}", precision),
@@ -222,7 +225,8 @@ def _run(phase: Phase, params: Params, loop: LoopParams, data: dict[str, Path | 
         callback = None
         if engine.is_main:
             state["run_id"] = run.info.run_id
-            callback = MlflowCallback(params, method, phase, data_sha, source.face_images, precision)
+            callback = MlflowCallback(params, method, phase, data_sha, source.face_images, precision,
+                                      {name: data[name] for name in set_digests}, set_digests)
             callback.on_start(resumed=state["global_step"] > 0)
         last, grid = _loop(phase, method, engine, source, loop, books, state, callback, sample_photos)
 

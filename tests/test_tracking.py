@@ -69,3 +69,18 @@ def test_an_unusable_database_folder_is_a_usage_error(tmp_path, monkeypatch):
     )
     with pytest.raises(UsageError, match="cannot lock the MLflow database"):
         tracking.configure()
+
+
+def test_experiments_are_marked_model_training_when_created_or_next_used(mlflow_store, monkeypatch):
+    """An MLflow 3 UI that reads the kind tag opens an experiment without it on the GenAI traces."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
+    tracking.configure()
+    created = mlflow.get_experiment(tracking.experiment_id("kind-new"))
+    assert created.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    older = mlflow.create_experiment("kind-old")  # made before the project set the tag
+    assert tracking.experiment_id("kind-old") == older
+    assert mlflow.get_experiment(older).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    client = mlflow.MlflowClient()
+    client.set_experiment_tag(older, tracking.EXPERIMENT_KIND_TAG, "genai_development")  # chosen in the UI
+    tracking.experiment_id("kind-old")
+    assert mlflow.get_experiment(older).tags[tracking.EXPERIMENT_KIND_TAG] == "genai_development"

@@ -57,6 +57,15 @@ def test_pretrain_then_train_writes_outputs_and_tracks(project):
     assert run.data.tags["phase"] == "train" and run.data.tags["vgg.source"] == "random:0"
     assert len(run.data.tags["data.sha256"]) == 64
     assert run.data.params["cartoongan.train.content_weight"] == "10.0"
+    sets = {name: load_image_set(path, name) for name, path in _data(project).items()}
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}  # what the runs' Dataset column shows
+    assert sorted(inputs) == ["cartoon", "photo", "smooth"]  # the sets CartoonGAN trains on, each once
+    for name, logged in inputs.items():
+        assert logged.dataset.digest == data_digest({name: sets[name]})[0][:32]  # the set's own content
+        assert json.loads(logged.dataset.source) == {"uri": f"{name}.npy"}  # the path in the repo
+        assert {t.key: t.value for t in logged.tags}["mlflow.data.context"] == "training"
+    pretrained = mlflow.get_run(json.loads((project / "reports/pretrain/mlflow_run.json").read_text())["run_id"])
+    assert [i.dataset.name for i in pretrained.inputs.dataset_inputs] == ["photo"]
     history = mlflow.MlflowClient().get_metric_history(record["run_id"], "loss/g_total")
     assert [m.step for m in history] == [1, 2, 3, 4]
     written = json.loads((project / "reports/train/metrics.json").read_text())
@@ -263,7 +272,7 @@ def test_folder_and_store_of_the_same_images_train_alike(project):
     for name in sorted(stores):
         old_style.update(name.encode() + "\n".join(stores[name].names).encode())
         old_style.update(torch.from_numpy(np.array(stores[name].pixels)).permute(0, 3, 1, 2).contiguous().numpy().tobytes())
-    assert data_digest(stores) == old_style.hexdigest()
+    assert data_digest(stores)[0] == old_style.hexdigest()
 
     params = load_run_params("params.yaml")
     run_phase("pretrain", params, _data(project), _outputs(project, "pretrain", "-store"))
