@@ -77,18 +77,24 @@ def _registered_model_of(client: mlflow.MlflowClient, run_id: str) -> str:
 
 
 def _experiment_record(name: str) -> dict:
-    """The training run record of the DVC experiment ``name`` (its ``reports/train/mlflow_run.json``)."""
+    """The training run record (``reports/train/mlflow_run.json``) of the DVC experiment ``name``
+    (or an experiment commit's sha prefix), found among the experiments of every commit, not only
+    HEAD's: committing after a sweep must not make its experiments unknown."""
     import dvc.api
+    from dvc.repo import Repo
 
     not_found = f"{name!r} is not a registered model (models:/...), an MLflow run id or a DVC experiment of this repository"
     try:
-        rows = [row for row in dvc.api.exp_show() if name in (row.get("Experiment"), row.get("rev"))]
-    except Exception as exc:  # noqa: BLE001 - not a DVC/git repository, or no experiments: the name is unknown here
+        with Repo() as repo:
+            listed = repo.experiments.ls(all_commits=True)
+    except Exception as exc:  # noqa: BLE001 - not a DVC/git repository: the name is unknown here
         raise UsageError(f"{not_found} ({type(exc).__name__}: {exc})") from None
-    if not rows:
+    found = [sha for experiments in listed.values() for exp_name, sha in experiments
+             if name == exp_name or (len(name) >= 7 and sha.startswith(name))]  # fmt: skip
+    if not found:
         raise UsageError(not_found)
     try:
-        return json.loads(dvc.api.read(RUN_RECORD, rev=rows[0]["rev"]))
+        return json.loads(dvc.api.read(RUN_RECORD, rev=found[0]))
     except Exception as exc:  # noqa: BLE001 - any DVC/git error means the experiment has no usable record
         raise UsageError(f"DVC experiment {name}: cannot read {RUN_RECORD} ({exc})") from None
 
