@@ -4,6 +4,8 @@ model server, the web page)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -74,3 +76,20 @@ def wait_until_up(url: str, server: subprocess.Popen, log: Path, deadline_s: flo
         except OSError:  # refused while starting (URLError is an OSError)
             time.sleep(0.3)
     raise AssertionError(f"no answer from {url} within {deadline_s} s:\n{log.read_text()[-3000:]}")
+
+
+def start_server(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start ``command`` in its own process group, output to ``log``: servers start children
+    (MLflow's starts uvicorn), and ``stop_server`` must end them all."""
+    with log.open("wb") as output:
+        return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """End the server's whole process group: politely, then by force after 15 s."""
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()

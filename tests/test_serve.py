@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -18,7 +16,7 @@ from typer.testing import CliRunner
 from cartoon import tracking
 from cartoon.cli import app
 from cartoon.data.imageio import read_rgb, write_png
-from tests.local_server import free_port, wait_until_up
+from tests.local_server import free_port, start_server, stop_server, wait_until_up
 from tests.test_cartoonize import photo, save_tiny
 
 runner = CliRunner()
@@ -67,15 +65,7 @@ def test_served_model_answers_with_the_cartoon(project, monkeypatch):
         "-p",
         str(port),
     ]
-    with log.open("wb") as output:
-        # Its own process group: mlflow starts uvicorn as a child, and both must go when the test ends.
-        server = subprocess.Popen(
-            command,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = start_server(command, env, log)
     try:
         # Not square, and not a multiple of the generator's size_multiple.
         image = photo(36, 52)
@@ -99,9 +89,4 @@ def test_served_model_answers_with_the_cartoon(project, monkeypatch):
         np.testing.assert_array_equal(served[0], expected)
         assert not np.array_equal(served[0], image)  # the generator did something
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_server(server)

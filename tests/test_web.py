@@ -7,8 +7,6 @@ import importlib.util
 import io
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -26,7 +24,7 @@ from cartoon.cartoonize import torch_cartoonizer
 from cartoon.cli import app
 from cartoon.data.imageio import read_rgb, write_png
 from cartoon.tiling import TileSettings
-from tests.local_server import free_port, wait_until_up
+from tests.local_server import free_port, start_server, stop_server, wait_until_up
 from tests.test_cartoonize import photo, save_tiny
 
 runner = CliRunner()
@@ -211,14 +209,7 @@ def test_page_in_a_real_browser(project, monkeypatch):
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            command,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = start_server(command, env, log)
     downloads = project / "downloads"
     downloads.mkdir()
     browser = None
@@ -294,9 +285,4 @@ def test_page_in_a_real_browser(project, monkeypatch):
     finally:
         if browser is not None:
             browser.quit()
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_server(server)
