@@ -2,10 +2,10 @@
 and the guard that keeps a non-finite loss out of every checkpoint.
 
 A checkpoint holds the method's networks, optimisers and schedules, the RNG states (CPU and
-CUDA) and the loop's own state (global step, loss history, MLflow run id, seconds). It is
-resumed only if its fingerprint (method, params, loop settings that change results, the
-resolved precision, the number of processes, data, initial weights, VGG) matches the run about
-to start.
+CUDA), the engine's precision state (fp16's gradient scaler) and the loop's own state (global
+step, loss history, MLflow run id, seconds). It is resumed only if its fingerprint (method,
+params, loop settings that change results, the resolved precision, the number of processes,
+data, initial weights, VGG) matches the run about to start.
 
 With several processes (data-parallel training), rank 0 alone reads and writes the checkpoint;
 it sends what it read to the other ranks, so every rank resumes the same state even when the
@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +29,9 @@ from cartoon.errors import RuntimeFailure
 from cartoon.methods import method_params
 from cartoon.methods.base import Method, NonFiniteLoss
 from cartoon.params import LoopParams, Params
+
+if TYPE_CHECKING:
+    from cartoon.engine import Engine
 
 # Loop settings that change what is computed; the others (logging cadence, device, memory
 # layout) do not invalidate a checkpoint. Precision enters resolved (``auto`` is not a precision).
@@ -83,9 +86,9 @@ class Bookkeeper:
             return None
         return saved
 
-    def resume(self, method: Method) -> dict[str, Any]:
+    def resume(self, method: Method, engine: Engine) -> dict[str, Any]:
         """The loop state to continue from: the checkpoint's when it belongs to this run (its
-        weights and RNG states are restored), else a fresh start."""
+        weights, RNG states and ``engine``'s precision state are restored), else a fresh start."""
         state: dict[str, Any] = {"global_step": 0, "history": [], "run_id": None, "seconds": 0.0}
         saved = self.share(self._read() if self.writer else None)
         if saved is None:
@@ -93,14 +96,16 @@ class Bookkeeper:
         method.load_state_dict(saved["method"])
         torch.set_rng_state(saved["rng"])
         _restore_cuda_rng(saved.get("cuda_rng", []))
+        if saved.get("precision_state"):  # absent from checkpoints written before it was saved
+            engine.load_precision_state(saved["precision_state"])
         return {k: saved[k] for k in state}
 
-    def save(self, method: Method, state: dict[str, Any]) -> None:
+    def save(self, method: Method, engine: Engine, state: dict[str, Any]) -> None:
         if self.writer:
             save_training_state(
                 self.path,
                 {**state, "fingerprint": self.fingerprint, "method": method.state_dict(), "rng": torch.get_rng_state(),
-                 "cuda_rng": _cuda_rng()},
+                 "cuda_rng": _cuda_rng(), "precision_state": engine.precision_state()},
             )
 
     def finish(self) -> None:

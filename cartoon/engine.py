@@ -141,6 +141,16 @@ class Engine:
             self.fabric.backward(loss)
             wrapped.step()
 
+    def precision_state(self) -> dict[str, Any]:
+        """fp16's gradient scaler (scale, growth tracker; ``{}`` at other precisions): the checkpoint
+        keeps it, or a resumed fp16 run would start again from the initial scale."""
+        return self.fabric.strategy.precision.state_dict()
+
+    def load_precision_state(self, state: dict[str, Any]) -> None:
+        """Restore ``precision_state``. Valid before the first step: Fabric builds the scaler with the
+        engine, and the scaler starts from the loaded scale when it first scales a loss."""
+        self.fabric.strategy.precision.load_state_dict(state)
+
 
 def _data_parallel_fabric(device: torch.device, precision: Precision, distributed: DistributedParams, key: str) -> Fabric:
     """Fabric's DDP strategy for this process of a torchrun group that matches ``distributed``."""

@@ -217,7 +217,7 @@ def _run(phase: Phase, params: Params, loop: LoopParams, data: dict[str, Path | 
     books = Bookkeeper(outputs.checkpoint, fingerprint(phase, params, loop, data_sha, init_digest,
                                                        f"{features.source}@{features.layer}", precision),
                        writer=engine.is_main, share=engine.from_main)
-    state = books.resume(method)
+    state = books.resume(method, engine)
     sample_photos = source.sets["photo"].batch(torch.arange(min(SAMPLE_COUNT, len(source.sets["photo"].names))), engine.device)
 
     run_context = _start_run(params, state["run_id"], f"{method.name}-{phase}") if engine.is_main else nullcontext()
@@ -289,7 +289,7 @@ def _loop(phase: Phase, method: Method, engine: Engine, source: BatchSource, loo
                 method.end_epoch()
             if save_now:
                 state["seconds"] = seconds_before + time.monotonic() - started
-                books.save(method, state)
+                books.save(method, engine, state)
             bar.update(task, advance=1)
     state["seconds"] = seconds_before + time.monotonic() - started
     return last, grid

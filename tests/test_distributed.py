@@ -93,10 +93,10 @@ def _rank(rank: int, port: int, out: str) -> None:
     trained = method
     results["trained"] = {name: torch.cat([p.flatten() for p in net.parameters()]) for name, net in trained.networks.items()}
     checkpoint = Path(out) / "checkpoint.pt" if rank == 0 else Path(out) / f"absent-{rank}.pt"
-    Bookkeeper(checkpoint, "fp", writer=engine.is_main).save(trained, {"global_step": 1, "history": [], "run_id": None, "seconds": 0.0})
+    Bookkeeper(checkpoint, "fp", writer=engine.is_main).save(trained, engine, {"global_step": 1, "history": [], "run_id": None, "seconds": 0.0})
     engine.fabric.barrier()
     fresh = _method("whitebox")
-    state = Bookkeeper(checkpoint, "fp", writer=engine.is_main, share=engine.from_main).resume(fresh)
+    state = Bookkeeper(checkpoint, "fp", writer=engine.is_main, share=engine.from_main).resume(fresh, engine)
     results["resumed_step"] = state["global_step"]
     results["resumed"] = {name: torch.cat([p.flatten() for p in net.parameters()]) for name, net in fresh.networks.items()}
     torch.save(results, Path(out) / f"rank{rank}.pt")

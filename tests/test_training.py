@@ -8,9 +8,11 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from lightning_fabric import Fabric
+from lightning_fabric.plugins.precision import MixedPrecision
 from safetensors.torch import load_file
 
-from cartoon import checkpoints
+from cartoon import checkpoints, engine
 from cartoon.artifacts import save_generator
 from cartoon.batches import data_digest, load_image_set
 from cartoon.data.imageio import write_png
@@ -143,6 +145,38 @@ def test_checkpoints_carry_the_cuda_rng_state_and_a_resume_restores_it(project, 
 
     run_phase("pretrain", params, _data(project), _outputs(project, "pretrain"))
     assert len(restored) == 1 and torch.equal(restored[0][0], cuda_state[0])
+
+
+def test_an_fp16_resume_continues_the_gradient_scale(project, monkeypatch):
+    """fp16's gradient scaler (scale, growth tracker) is checkpointed and restored, so a resumed run
+    scales as an uninterrupted one. Faked on the CPU: Fabric makes "16-mixed" bf16 there, so the
+    engine gets an fp16 plugin around a CPU scaler, built explicitly."""
+    plugins = []
+
+    def fp16_fabric(**kwargs):
+        kwargs.pop("precision")
+        plugins.append(MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu", init_scale=2.0**8, growth_interval=2)))
+        return Fabric(**kwargs, plugins=[plugins[-1]])
+
+    def scale(state):
+        return state["scale"], state["_growth_tracker"]
+
+    monkeypatch.setattr(engine, "Fabric", fp16_fabric)
+    write_params(project / "params.yaml", pretrain={"batch_size": 2})  # 4 steps, one generator update each
+    params = load_run_params("params.yaml")
+    with monkeypatch.context() as patch:
+        _patch_step(patch, 4, _kill)
+        with pytest.raises(Killed):
+            run_phase("pretrain", params, _data(project), _outputs(project, "pretrain"))
+    saved = torch.load(project / "ckpt/pretrain.pt", weights_only=True)["precision_state"]
+    assert scale(saved) == (2.0**9, 1)  # 3 updates from 2^8, doubling every 2nd
+
+    at_resume = []
+    with monkeypatch.context() as patch:
+        _patch_step(patch, 1, lambda batch: at_resume.append(plugins[-1].state_dict()) or batch)
+        run_phase("pretrain", params, _data(project), _outputs(project, "pretrain"))
+    assert at_resume == [saved]  # restored before the resumed run's first update; a fresh scaler holds (2^8, 0)
+    assert scale(plugins[-1].state_dict()) == (2.0**10, 0)  # 4 updates in all, as uninterrupted; fresh: (2^8, 1)
 
 
 def test_changed_params_do_not_resume_a_stale_checkpoint(project, monkeypatch):
