@@ -39,15 +39,20 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store: str) 
     photo.npy, cartoon.npy and smooth.npy (as the pipeline writes them) and a folder of PNGs, test/."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    write_params(tmp_path / "params.yaml")
+    return make_project(tmp_path)
+
+
+def make_project(folder: Path) -> Path:
+    """Write the ``project`` fixture's files into ``folder`` (for fixtures of a wider scope)."""
+    (folder / "dvc.yaml").write_text("stages: {}\n")
+    write_params(folder / "params.yaml")
     rng = np.random.default_rng(0)
     for name, count in (("photo", 8), ("cartoon", 6), ("smooth", 6)):
         pixels = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
-        write_store(tmp_path / f"{name}.npy", [f"{index:03d}" for index in range(count)], pixels)
+        write_store(folder / f"{name}.npy", [f"{index:03d}" for index in range(count)], pixels)
     for index in range(3):
-        write_png(tmp_path / "test" / f"{index:03d}.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
-    return tmp_path
+        write_png(folder / "test" / f"{index:03d}.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    return folder
 
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
