@@ -218,6 +218,8 @@ def _run(phase: Phase, params: Params, loop: LoopParams, data: dict[str, Path | 
                                                        f"{features.source}@{features.layer}", precision),
                        writer=engine.is_main, share=engine.from_main)
     state = books.resume(method, engine)
+    if engine.is_main and state["global_step"]:
+        console.print(f"{phase}: resuming from step {state['global_step']} of its checkpoint {outputs.checkpoint}")
     sample_photos = source.sets["photo"].batch(torch.arange(min(SAMPLE_COUNT, len(source.sets["photo"].names))), engine.device)
 
     run_context = _start_run(params, state["run_id"], f"{method.name}-{phase}") if engine.is_main else nullcontext()

@@ -108,7 +108,7 @@ def _kill(batch):
     raise Killed()
 
 
-def test_interrupted_training_resumes_to_the_same_result(project, monkeypatch):
+def test_interrupted_training_resumes_to_the_same_result(project, monkeypatch, capsys):
     params = load_run_params("params.yaml")
     init = _pretrain(project, params)
     reference = run_phase("train", params, _data(project), _outputs(project, "train", "-ref"), init)
@@ -120,7 +120,9 @@ def test_interrupted_training_resumes_to_the_same_result(project, monkeypatch):
     saved = torch.load(project / "ckpt/train.pt", weights_only=True)
     assert saved["global_step"] == 2
 
+    capsys.readouterr()
     resumed = run_phase("train", params, _data(project), _outputs(project, "train"), init)
+    assert "train: resuming from step 2 of its checkpoint" in " ".join(capsys.readouterr().err.split())
     assert resumed["steps"] == reference["steps"]
     a = load_file(project / "models-ref/train/generator.safetensors")
     b = load_file(project / "models/train/generator.safetensors")
