@@ -12,7 +12,7 @@ from PIL import Image
 
 from cartoon.data.crawl import crawl
 from cartoon.data.imageio import decode_image
-from cartoon.data.resize import MANIFEST_COLUMNS, resize, source_photograph, split_photos, square
+from cartoon.data.resize import MANIFEST_COLUMNS, depicted_photograph, resize, source_photograph, split_photos, square
 from cartoon.data.store import read_store
 from cartoon.errors import RuntimeFailure, UsageError
 from cartoon.params import CrawlParams, ResizeParams
@@ -258,10 +258,10 @@ def test_face_images_become_aligned_crops_with_landmarks_or_a_reason(tmp_path):
         assert np.abs(points - TEMPLATE * 64).max() < 4  # aligned: the five points sit near the template
 
 
-def test_face_photos_of_a_held_out_source_are_rejected(tmp_path):
+def test_face_photos_and_cartoons_of_a_held_out_source_are_rejected(tmp_path):
     sources = [
         {"kind": "builtin", "domain": "photo", "count": 4, "size": 96, "photos": ["astronaut", "coffee"]},
-        {"kind": "builtin", "domain": "cartoon", "count": 2, "size": 96},
+        {"kind": "builtin", "domain": "cartoon", "count": 6, "size": 96, "photos": ["astronaut", "coffee", "china"]},
         {"kind": "builtin", "domain": "face_photo", "count": 4, "size": 160, "photos": ["astronaut", "grace_hopper"]},
     ]
     (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"sources": sources}))
@@ -275,3 +275,14 @@ def test_face_photos_of_a_held_out_source_are_rejected(tmp_path):
     assert from_held_out.any() and (~from_held_out).any()
     assert (faces[from_held_out].reason == "source photograph held out for testing (photo test set)").all()
     assert (faces[~from_held_out].status == "ok").all()
+    cartoons = manifest[manifest.domain == "cartoon"]  # cel-shaded renderings: builtin:celshade/coffee#crop001
+    rendering_held_out = cartoons.origin.map(depicted_photograph).isin(held_out)
+    assert rendering_held_out.sum() == 2 and (~rendering_held_out).sum() == 4
+    assert (cartoons[rendering_held_out].reason == "source photograph held out for testing (photo test set)").all()
+    assert (cartoons[~rendering_held_out].status == "ok").all()
+
+
+def test_depicted_photograph_drops_a_builtin_rendering_style_only():
+    assert depicted_photograph("builtin:celshade/coffee#crop003") == "builtin:coffee"
+    assert depicted_photograph("builtin:coffee#crop003") == "builtin:coffee"
+    assert depicted_photograph("https://example.org/a/b.jpg") == "https://example.org/a/b.jpg"

@@ -161,11 +161,21 @@ def _process(row: dict, raw_dir: Path, slots: np.ndarray, params: ResizeParams, 
     return [decoded]
 
 
-def _hold_out_face_sources(rows: list[dict]) -> None:
-    """Reject face photos whose source photograph has crops in the photo test set."""
+def depicted_photograph(origin: str) -> str:
+    """The photograph an item shows, however it was rendered: its source photograph, less a
+    builtin rendering's style (``builtin:celshade/coffee#crop003`` shows ``builtin:coffee``)."""
+    source = source_photograph(origin)
+    if source.startswith("builtin:") and "/" in source:
+        return "builtin:" + source.rsplit("/", 1)[1]
+    return source
+
+
+def _hold_out_test_sources(rows: list[dict]) -> None:
+    """Reject training items of the other domains (cartoon renderings, face photos) that show a
+    photograph with crops in the photo test set, so no held-out photo is seen in training."""
     held_out = {source_photograph(row["origin"]) for row in rows if row["domain"] == "photo" and row["split"] == "test"}
     for row in rows:
-        if row["domain"] == "face_photo" and source_photograph(row["origin"]) in held_out:
+        if row["domain"] not in ("photo", REFERENCE) and depicted_photograph(row["origin"]) in held_out:
             row.update(_rejected(row, "source photograph held out for testing (photo test set)"))
 
 
@@ -241,7 +251,7 @@ def resize(raw_dir: Path, out_dir: Path, params: ResizeParams) -> pd.DataFrame:
     splits = split_photos(photo_sources, params.test_fraction, params.seed)
     for row in rows:
         row["split"] = splits[row["item_id"]] if row["domain"] == "photo" else "train"
-    _hold_out_face_sources(rows)
+    _hold_out_test_sources(rows)
     _pair_references(rows)
 
     for domain in DOMAINS + FACE_DOMAINS + (REFERENCE,):
