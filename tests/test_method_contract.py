@@ -50,6 +50,30 @@ def batch_for(method, phase, size=16, n=2, seed=0):
     return {name: torch.rand(n, 3, size, size, generator=generator) * 2 - 1 for name in method.sets[phase]}
 
 
+SKIPPABLE = [name for name in METHODS if "input_skip" in available_methods()[name].Params().generator.model_fields]
+
+
+@pytest.mark.parametrize("name", SKIPPABLE)
+def test_input_skip_starts_from_the_identity_and_adds_no_parameter(name, params):
+    """``input_skip`` (a documented non-paper key) makes the generator predict a change to the
+    photo, zero at the start: the photo itself, with the paper's parameter count."""
+    method_class = available_methods()[name]
+    config = method_params(params, name)
+    assert method_class.Params().generator.input_skip is False  # the paper's generator by default
+    skip = config.model_copy(update={"generator": config.generator.model_copy(update={"input_skip": True})})
+    plain = config.model_copy(update={"generator": config.generator.model_copy(update={"input_skip": False})})
+    torch.manual_seed(0)
+    generator = method_class.build_generator(skip)
+    assert sum(p.numel() for p in generator.parameters()) == sum(p.numel() for p in method_class.build_generator(plain).parameters())
+    x = torch.rand(2, 3, 16, 24) * 1.9 - 0.95
+    with torch.no_grad():
+        torch.testing.assert_close(generator(x), x)  # a zero change: the photo itself
+        for parameter in generator.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+        changed = generator(x)
+    assert (changed - x).abs().max() > 1e-3 and changed.abs().max() <= 1
+
+
 @pytest.mark.parametrize("name", METHODS)
 def test_generator_keeps_any_multiple_size_and_range(name, make):
     method = make(name)

@@ -56,7 +56,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from cartoon.guided_filter import guided_filter
 from cartoon.methods import register
-from cartoon.methods.base import Batch, Method, MethodParams, Phase, lrelu, lsgan, set_requires_grad
+from cartoon.methods.base import Batch, Method, MethodParams, Phase, input_logits, lrelu, lsgan, set_requires_grad
 from cartoon.params import Section
 from cartoon.superpixel import StructurePool
 
@@ -67,6 +67,11 @@ GRAY_RANGES = {"r": (0.199, 0.399), "g": (0.487, 0.687), "b": (0.014, 0.214)}
 class GeneratorParams(Section):
     width: int = Field(32, ge=4, description="channels of the first U-Net stage; every stage scales with it (paper: 32, 1,467,075 parameters)")
     n_blocks: int = Field(4, ge=0, description="residual blocks at the bottleneck (paper: 4)")
+    input_skip: bool = Field(
+        False,
+        description="false = paper; true = the network predicts a change to the photo, tanh(f(p) + atanh(p)), with its last "
+        "conv zeroed so training starts from the identity (no parameter added; as cartoongan's, for short CPU runs)",
+    )
 
 
 class PretrainParams(Section):
@@ -119,27 +124,31 @@ class ResBlock(nn.Module):
 class Generator(nn.Module):
     """U-Net with additive skips; any input whose sides are multiples of 4 keeps its size."""
 
-    def __init__(self, width: int = 32, n_blocks: int = 4) -> None:
+    def __init__(self, width: int = 32, n_blocks: int = 4, input_skip: bool = False) -> None:
         super().__init__()
         w = width
+        self.input_skip = input_skip
         self.stem = nn.Sequential(_conv(3, w, 7), lrelu())
         self.down1 = nn.Sequential(_conv(w, w, stride=2), lrelu(), _conv(w, 2 * w), lrelu())
         self.down2 = nn.Sequential(_conv(2 * w, 2 * w, stride=2), lrelu(), _conv(2 * w, 4 * w), lrelu())
         self.blocks = nn.Sequential(*[ResBlock(4 * w) for _ in range(n_blocks)])
         self.bottleneck_out = nn.Sequential(_conv(4 * w, 2 * w), lrelu())
         self.up1 = nn.Sequential(_conv(2 * w, 2 * w), lrelu(), _conv(2 * w, w), lrelu())
-        self.up2 = nn.Sequential(_conv(w, w), lrelu(), _conv(w, 3, 7), nn.Tanh())
+        self.up2 = nn.Sequential(_conv(w, w), lrelu(), _conv(w, 3, 7))  # then tanh (forward)
         for layer in self.modules():  # the reference's (TensorFlow's) default: Glorot-uniform kernels, zero biases
             if isinstance(layer, nn.Conv2d):
                 nn.init.xavier_uniform_(layer.weight)
                 nn.init.zeros_(layer.bias)
+        if input_skip:
+            nn.init.zeros_(self.up2[-1].weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x0 = self.stem(x)
+    def forward(self, photo: torch.Tensor) -> torch.Tensor:
+        x0 = self.stem(photo)
         x1 = self.down1(x0)
         x = self.bottleneck_out(self.blocks(self.down2(x1)))
         x = self.up1(F.interpolate(x, size=x1.shape[2:], mode="bilinear", align_corners=False) + x1)
-        return self.up2(F.interpolate(x, size=x0.shape[2:], mode="bilinear", align_corners=False) + x0)
+        change = self.up2(F.interpolate(x, size=x0.shape[2:], mode="bilinear", align_corners=False) + x0)
+        return torch.tanh(change + input_logits(photo) if self.input_skip else change)
 
 
 class Discriminator(nn.Module):
@@ -213,7 +222,7 @@ class WhiteBox(Method):
 
     @classmethod
     def build_generator(cls, params: WhiteBoxParams) -> nn.Module:
-        return Generator(params.generator.width, params.generator.n_blocks)
+        return Generator(params.generator.width, params.generator.n_blocks, params.generator.input_skip)
 
     @classmethod
     def infer(cls, generator: nn.Module, photo: torch.Tensor) -> torch.Tensor:
