@@ -214,3 +214,9 @@ def test_inference_step_is_the_test_time_guided_filter(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(cartoonizer(photo), out)
         assert torch.equal(CartoonGAN.infer(generator, photo), raw)  # a method without a step: the generator alone
+    # test_filter: false (the dehaze profile) saves a model whose step is the raw output
+    unfiltered = params.model_copy(update={"generator": params.generator.model_copy(update={"test_filter": False})})
+    save_generator(tmp_path / "raw", generator, {"method": "whitebox", "params": unfiltered.model_dump(mode="json"), "size_multiple": 4})
+    cartoonizer, _ = load_cartoonizer(tmp_path / "raw")
+    with torch.no_grad():
+        torch.testing.assert_close(cartoonizer(photo), raw)

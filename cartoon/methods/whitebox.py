@@ -72,6 +72,11 @@ class GeneratorParams(Section):
         description="false = paper; true = the network predicts a change to the photo, tanh(f(p) + atanh(p)), with its last "
         "conv zeroed so training starts from the identity (no parameter added; as cartoongan's, for short CPU runs)",
     )
+    test_filter: bool = Field(
+        True,
+        description="true = paper code: inference guided-filters G(photo) by the photo (r=1, eps=5e-3); false = the raw "
+        "output, for styles where that smoothing costs detail (the dehaze profile)",
+    )
 
 
 class PretrainParams(Section):
@@ -124,10 +129,11 @@ class ResBlock(nn.Module):
 class Generator(nn.Module):
     """U-Net with additive skips; any input whose sides are multiples of 4 keeps its size."""
 
-    def __init__(self, width: int = 32, n_blocks: int = 4, input_skip: bool = False) -> None:
+    def __init__(self, width: int = 32, n_blocks: int = 4, input_skip: bool = False, test_filter: bool = True) -> None:
         super().__init__()
         w = width
         self.input_skip = input_skip
+        self.test_filter = test_filter  # read by WhiteBox.infer: the setting travels with the saved generator
         self.stem = nn.Sequential(_conv(3, w, 7), lrelu())
         self.down1 = nn.Sequential(_conv(w, w, stride=2), lrelu(), _conv(w, 2 * w), lrelu())
         self.down2 = nn.Sequential(_conv(2 * w, 2 * w, stride=2), lrelu(), _conv(2 * w, 4 * w), lrelu())
@@ -222,12 +228,15 @@ class WhiteBox(Method):
 
     @classmethod
     def build_generator(cls, params: WhiteBoxParams) -> nn.Module:
-        return Generator(params.generator.width, params.generator.n_blocks, params.generator.input_skip)
+        g = params.generator
+        return Generator(g.width, g.n_blocks, g.input_skip, g.test_filter)
 
     @classmethod
     def infer(cls, generator: nn.Module, photo: torch.Tensor) -> torch.Tensor:
-        """G(photo) guided-filtered by the photo with the reference code's test-time setting (r=1, eps=5e-3)."""
-        return guided_filter(photo, generator(photo), INFER_RADIUS, INFER_EPS)
+        """G(photo) guided-filtered by the photo with the reference code's test-time setting (r=1,
+        eps=5e-3), or G(photo) itself when the generator was built with ``test_filter: false``."""
+        output = generator(photo)
+        return guided_filter(photo, output, INFER_RADIUS, INFER_EPS) if generator.test_filter else output
 
     def setup(self, phase: Phase, epochs: int, steps_per_epoch: int) -> None:
         if phase == "pretrain":
