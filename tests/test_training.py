@@ -108,16 +108,21 @@ def _kill(batch):
     raise Killed()
 
 
-def test_interrupted_training_resumes_to_the_same_result(project, monkeypatch, capsys):
+def _run_killed(project, params, phase, step, *init):
+    """Run ``phase`` killed at its ``step``-th step; the checkpoint it left behind."""
+    with pytest.MonkeyPatch.context() as patch:
+        _patch_step(patch, step, _kill)
+        with pytest.raises(Killed):
+            run_phase(phase, params, _data(project), _outputs(project, phase), *init)
+    return torch.load(project / f"ckpt/{phase}.pt", weights_only=True)
+
+
+def test_interrupted_training_resumes_to_the_same_result(project, capsys):
     params = load_run_params("params.yaml")
     init = _pretrain(project, params)
     reference = run_phase("train", params, _data(project), _outputs(project, "train", "-ref"), init)
 
-    with monkeypatch.context() as patch:
-        _patch_step(patch, 3, _kill)
-        with pytest.raises(Killed):
-            run_phase("train", params, _data(project), _outputs(project, "train"), init)
-    saved = torch.load(project / "ckpt/train.pt", weights_only=True)
+    saved = _run_killed(project, params, "train", 3, init)
     assert saved["global_step"] == 2
 
     capsys.readouterr()
@@ -138,11 +143,7 @@ def test_checkpoints_carry_the_cuda_rng_state_and_a_resume_restores_it(project, 
     restored = []
     monkeypatch.setattr(checkpoints, "_cuda_rng", lambda: cuda_state)
     monkeypatch.setattr(checkpoints, "_restore_cuda_rng", restored.append)
-    with monkeypatch.context() as patch:
-        _patch_step(patch, 2, _kill)
-        with pytest.raises(Killed):
-            run_phase("pretrain", params, _data(project), _outputs(project, "pretrain"))
-    saved = torch.load(project / "ckpt/pretrain.pt", weights_only=True)
+    saved = _run_killed(project, params, "pretrain", 2)
     assert torch.equal(saved["cuda_rng"][0], cuda_state[0])
 
     run_phase("pretrain", params, _data(project), _outputs(project, "pretrain"))
@@ -166,11 +167,7 @@ def test_an_fp16_resume_continues_the_gradient_scale(project, monkeypatch):
     monkeypatch.setattr(engine, "Fabric", fp16_fabric)
     write_params(project / "params.yaml", pretrain={"batch_size": 2})  # 4 steps, one generator update each
     params = load_run_params("params.yaml")
-    with monkeypatch.context() as patch:
-        _patch_step(patch, 4, _kill)
-        with pytest.raises(Killed):
-            run_phase("pretrain", params, _data(project), _outputs(project, "pretrain"))
-    saved = torch.load(project / "ckpt/pretrain.pt", weights_only=True)["precision_state"]
+    saved = _run_killed(project, params, "pretrain", 4)["precision_state"]
     assert scale(saved) == (2.0**9, 1)  # 3 updates from 2^8, doubling every 2nd
 
     at_resume = []
@@ -181,13 +178,9 @@ def test_an_fp16_resume_continues_the_gradient_scale(project, monkeypatch):
     assert scale(plugins[-1].state_dict()) == (2.0**10, 0)  # 4 updates in all, as uninterrupted; fresh: (2^8, 1)
 
 
-def test_changed_params_do_not_resume_a_stale_checkpoint(project, monkeypatch):
+def test_changed_params_do_not_resume_a_stale_checkpoint(project):
     params = load_run_params("params.yaml")
-    with monkeypatch.context() as patch:
-        _patch_step(patch, 2, _kill)
-        with pytest.raises(Killed):
-            run_phase("pretrain", params, _data(project), _outputs(project, "pretrain"))
-    old_run = torch.load(project / "ckpt/pretrain.pt", weights_only=True)["run_id"]
+    old_run = _run_killed(project, params, "pretrain", 2)["run_id"]
 
     write_params(project / "params.yaml", cartoongan={"generator": {"width": 4, "n_blocks": 1, "upsample": "resize"},
                                                       "pretrain": {"lr": 1e-3}})
