@@ -29,6 +29,9 @@ CACHE_FILES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-1
 KID_SUBSETS = 100
 #: Fixed seed of the KID subsets, so a rerun gives the same figure.
 KID_SEED = 2020
+#: FID's spread is its standard deviation over this many bootstrap resamples of both sets (seeded).
+FID_BOOTSTRAPS = 50
+FID_SEED = 2020
 
 
 def cache_paths() -> list[Path]:
@@ -90,11 +93,21 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(mean_gap @ mean_gap + (x * x).sum() / scale_x + (y * y).sum() / scale_y - 2 * cross.sum())
 
 
+def fid_spread(a: np.ndarray, b: np.ndarray) -> float:
+    """Standard deviation of the FID over ``FID_BOOTSTRAPS`` resamples (with replacement) of both
+    feature sets: how much a figure resting on this few images moves with the sample."""
+    rng = np.random.default_rng(FID_SEED)
+    resampled = [frechet_distance(a[rng.integers(0, len(a), len(a))], b[rng.integers(0, len(b), len(b))])
+                 for _ in range(FID_BOOTSTRAPS)]  # fmt: skip
+    return float(np.std(resampled, ddof=1))
+
+
 def distances(outputs: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """FID and KID (mean and spread over subsets) between two sets of Inception features.
+    """FID and KID between two sets of Inception features, each with its spread: FID's over
+    bootstrap resamples, KID's over its subsets.
 
     KID's subsets hold half the smaller set (at most 1000, torch-fidelity's default size): subsets
-    as large as a set would all be that set, and their spread zero. The spread says how much the
+    as large as a set would all be that set, and their spread zero. The spreads say how much a
     figure moves between resamplings of these images, not between data sets."""
     from torch_fidelity.metric_kid import kid_features_to_metric
 
@@ -106,6 +119,7 @@ def distances(outputs: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     )  # fmt: skip
     return {
         "fid": frechet_distance(outputs, reference),
+        "fid_std": fid_spread(outputs, reference),
         "kid": kid["kernel_inception_distance_mean"],
         "kid_std": kid["kernel_inception_distance_std"],
     }

@@ -48,12 +48,21 @@ def test_kid_tells_a_shifted_set_from_a_resample():
     assert shifted["kid_std"] > 0 and same["kid_std"] > 0  # subsets of half the set: resamplings differ
 
 
+def test_fid_spread_shrinks_as_the_sets_grow():
+    rng = np.random.default_rng(1)
+    small = distances(rng.normal(size=(20, 8)), rng.normal(size=(20, 8)))
+    large = distances(rng.normal(size=(400, 8)), rng.normal(size=(400, 8)))
+    assert small["fid_std"] > 3 * large["fid_std"] > 0
+    assert distances(rng.normal(size=(20, 8)), rng.normal(size=(20, 8)))["fid_std"] == pytest.approx(small["fid_std"], rel=1.0)
+
+
 @pytest.fixture(scope="module")
 def inception_file(tmp_path_factory):
     """A randomly initialised FID Inception saved as torch-fidelity's file would be (the real one
     is 91 MB of ImageNet weights that tests may not download)."""
     from torch_fidelity import feature_extractor_inceptionv3 as module
 
+    torch.manual_seed(0)  # the same random network every run: the blur test's ordering must not vary
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(module.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
         patch.setattr(torch, "load", lambda *args, **kwargs: {})
@@ -72,6 +81,7 @@ def test_evaluate_reports_fid_and_kid_with_the_weights_file(project, inception_f
     assert figures["images"] == 3 and figures["cartoon_images"] == 6 and figures["inception"].startswith("fid-inception:")
     assert figures["fid_to_photos"] > 0 and figures["fid_to_cartoons"] > 0
     assert np.isfinite([figures["kid_to_photos"], figures["kid_to_cartoons"], figures["kid_std_to_cartoons"]]).all()
+    assert figures["fid_std_to_photos"] > 0 and figures["fid_std_to_cartoons"] > 0
     info = json.loads((project / "res/evaluation.json").read_text())
     assert info["inception"].startswith("fid-inception:")
 
