@@ -15,7 +15,7 @@ TINY_PARAMS = {
     "resize": {"size": 32, "test_fraction": 0.25, "seed": 0},
     "model": {"name": "cartoongan"},
     "cartoongan": {"generator": {"width": 4, "n_blocks": 1, "upsample": "resize", "input_skip": False}, "train": {"disc_width": 4}},
-    "animeganv2": {"generator": {"width": 4, "n_blocks": 2}, "train": {"disc_width": 4}},
+    "animeganv2": {"generator": {"width": 4, "n_blocks": 2, "input_skip": False}, "train": {"disc_width": 4}},
     # White-box's plain L1 pretraining needs width 32 to cut the content loss within the contract test's 15 steps.
     "whitebox": {"generator": {"width": 32, "n_blocks": 1}, "train": {"disc_width": 4, "n_segments": 20, "workers": 1}},
     "facecartoon": {"generator": {"width": 32, "n_blocks": 1}, "train": {"disc_width": 4, "n_segments": 20, "workers": 1}},

@@ -183,6 +183,23 @@ def test_train_step_reports_every_term_and_the_weighted_sum(features, superpixel
     assert losses["d_total"].item() == pytest.approx((losses["d_surface"] + losses["d_texture"]).item(), rel=1e-6)
 
 
+def test_without_a_structure_term_nothing_is_segmented(features, monkeypatch):
+    import cartoon.methods.whitebox
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a superpixel pool was built although structure_weight is 0")
+
+    monkeypatch.setattr(cartoon.methods.whitebox, "StructurePool", no_pool)
+    method = _tiny(features, structure_weight=0.0, content_weight=50.0, tv_weight=3e3)
+    method.setup("train", epochs=1, steps_per_epoch=1)
+    assert method.structure_pool is None
+    losses = method.step("train", _batch())
+    assert set(losses) == set(TERMS) - {"structure"}  # no column that would always read 0
+    expected = 3e3 * losses["tv"] + losses["g_surface"] * 0.1 + losses["g_texture"] + 50.0 * losses["content"]
+    assert losses["g_total"].item() == pytest.approx(expected.item(), rel=1e-5)
+    method.close()
+
+
 def test_pretrain_optimises_l1_reconstruction(features):
     method = _tiny(features)
     method.setup("pretrain", epochs=1, steps_per_epoch=1)

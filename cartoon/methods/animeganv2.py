@@ -43,7 +43,7 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from cartoon.methods import register
-from cartoon.methods.base import Batch, Method, MethodParams, Phase, init_normal, lrelu, lsgan, set_requires_grad
+from cartoon.methods.base import Batch, Method, MethodParams, Phase, init_normal, input_logits, lrelu, lsgan, set_requires_grad
 from cartoon.params import Section
 
 
@@ -85,6 +85,11 @@ class GeneratorParams(Section):
         32, ge=4, description="channels of the first generator stage; every stage scales with it (paper: 32, 2,143,552 parameters)"
     )
     n_blocks: int = Field(4, ge=1, description="inverted residual blocks in stage C (paper: 4)")
+    input_skip: bool = Field(
+        False,
+        description="false = paper; true = the network predicts a change to the photo, tanh(f(p) + atanh(p)), with its last "
+        "conv zeroed so training starts from the identity (no parameter added; as cartoongan's, for short CPU runs)",
+    )
 
 
 class PretrainParams(Section):
@@ -188,8 +193,9 @@ class Upsample(nn.Module):
 class Generator(nn.Module):
     """Fully convolutional; any input whose sides are multiples of 4 keeps its size."""
 
-    def __init__(self, width: int = 32, n_blocks: int = 4) -> None:
+    def __init__(self, width: int = 32, n_blocks: int = 4, input_skip: bool = False) -> None:
         super().__init__()
+        self.input_skip = input_skip
         w = width
         self.block_a = nn.Sequential(ConvNormLReLU(3, w, 7), ConvNormLReLU(w, 2 * w, stride=2), ConvNormLReLU(2 * w, 2 * w))
         self.block_b = nn.Sequential(ConvNormLReLU(2 * w, 4 * w, stride=2), ConvNormLReLU(4 * w, 4 * w))
@@ -202,11 +208,15 @@ class Generator(nn.Module):
         self.block_d = nn.Sequential(Upsample(4 * w, 4 * w), ConvNormLReLU(4 * w, 4 * w))
         self.block_e = nn.Sequential(Upsample(4 * w, 2 * w), ConvNormLReLU(2 * w, 2 * w), ConvNormLReLU(2 * w, w, 7))
         self.out = nn.Sequential(nn.Conv2d(w, 3, 1, bias=False), nn.Tanh())
+        if input_skip:
+            nn.init.zeros_(self.out[0].weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in (self.block_a, self.block_b, self.block_c, self.block_d, self.block_e, self.out):
+    def forward(self, photo: torch.Tensor) -> torch.Tensor:
+        x = photo
+        for block in (self.block_a, self.block_b, self.block_c, self.block_d, self.block_e):
             x = block(x)
-        return x
+        change = self.out[0](x)
+        return self.out[1](change + input_logits(photo) if self.input_skip else change)
 
 
 class Discriminator(nn.Module):
@@ -299,7 +309,8 @@ class AnimeGANv2(Method):
 
     @classmethod
     def build_generator(cls, params: AnimeGANv2Params) -> nn.Module:
-        return Generator(params.generator.width, params.generator.n_blocks)
+        g = params.generator
+        return Generator(g.width, g.n_blocks, g.input_skip)
 
     @property
     def weights(self) -> ResolvedWeights:

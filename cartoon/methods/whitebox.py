@@ -251,10 +251,11 @@ class WhiteBox(Method):
         self.optimizers = {
             name: torch.optim.Adam(net.parameters(), lr=t.lr, betas=t.betas) for name, net in self.networks.items()
         }
-        self.structure_pool = StructurePool(t.superpixel, t.n_segments, t.workers)
+        # Without a structure term (the dehaze profile) no superpixel is ever segmented.
+        self.structure_pool = StructurePool(t.superpixel, t.n_segments, t.workers) if t.structure_weight > 0 else None
 
     def close(self) -> None:
-        if hasattr(self, "structure_pool"):
+        if getattr(self, "structure_pool", None) is not None:
             self.structure_pool.close()
 
     def output(self, photo: torch.Tensor) -> torch.Tensor:
@@ -274,7 +275,8 @@ class WhiteBox(Method):
         t = self.params.train
         cartoon = batch["cartoon"]
         output = self.output(photo)
-        pending_target = self.structure_pool.submit(output)  # segmented while the discriminators update
+        # segmented while the discriminators update
+        pending_target = self.structure_pool.submit(output) if self.structure_pool is not None else None
         weights = random_gray_weights()  # one grayscale per batch, shared by output and cartoons
         with torch.no_grad():
             real_surface = surface(cartoon, t.surface_radius, t.surface_eps)
@@ -297,29 +299,27 @@ class WhiteBox(Method):
         set_requires_grad(self.texture_disc, False)
         g_surface = lsgan(self.surface_disc(fake_surface), 1.0)
         g_texture = lsgan(self.texture_disc(fake_texture), 1.0)
-        target = pending_target()
-        n = photo.shape[0]
         output_features = self.features(output)
+        references = photo if pending_target is None else torch.cat([photo, pending_target()])
         with torch.no_grad():
-            photo_features, superpixel_features = self.features(torch.cat([photo, target])).split([n, n])
+            photo_features, *superpixel_features = self.features(references).split(photo.shape[0])
         content = feature_l1(photo_features, output_features)
-        structure_term = feature_l1(superpixel_features, output_features)
         tv = tv_loss(output)
         g_total = (
             t.tv_weight * tv
             + t.surface_weight * g_surface
             + t.texture_weight * g_texture
             + t.content_weight * content
-            + t.structure_weight * structure_term
         )
-        extra = self.extra_generator_terms(batch, output)
-        for weight, term in extra.values():
+        weighted = {"structure": (t.structure_weight, feature_l1(superpixel_features[0], output_features))} if superpixel_features else {}
+        weighted |= self.extra_generator_terms(batch, output)
+        for weight, term in weighted.values():
             g_total = g_total + weight * term
         self.optimise("generator", g_total)
         terms = {
             "d_surface": d_surface, "d_texture": d_texture, "d_total": d_total,
             "g_surface": g_surface, "g_texture": g_texture, "content": content,
-            "structure": structure_term, "tv": tv, **{name: term for name, (_, term) in extra.items()}, "g_total": g_total,
+            "tv": tv, **{name: term for name, (_, term) in weighted.items()}, "g_total": g_total,
         }
         return {name: value.detach() for name, value in terms.items()}
 
