@@ -1,4 +1,5 @@
-# Two entry points: `make run` (set up, then `dvc repro`) and `make test` (set up, then pytest).
+# Two entry points: `make run` (set up, then `dvc repro`) and `make test` (set up, then pytest,
+# one worker per core; a test file stays on one worker, so its module fixtures are built once).
 # TORCH_SPEC picks the torch build; override it for your machine, e.g.
 #   make run TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cpu"
 VENV ?= .venv
@@ -19,4 +20,4 @@ run: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 test: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n auto --dist loadfile
