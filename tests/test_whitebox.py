@@ -190,12 +190,13 @@ def test_without_a_structure_term_nothing_is_segmented(features, monkeypatch):
         raise AssertionError("a superpixel pool was built although structure_weight is 0")
 
     monkeypatch.setattr(cartoon.methods.whitebox, "StructurePool", no_pool)
-    method = _tiny(features, structure_weight=0.0, content_weight=50.0, tv_weight=3e3)
+    weights = {"tv_weight": 3e3, "surface_weight": 0.3, "texture_weight": 2.0, "content_weight": 50.0}
+    method = _tiny(features, structure_weight=0.0, **weights)
     method.setup("train", epochs=1, steps_per_epoch=1)
     assert method.structure_pool is None
     losses = method.step("train", _batch())
     assert set(losses) == set(TERMS) - {"structure"}  # no column that would always read 0
-    expected = 3e3 * losses["tv"] + losses["g_surface"] * 0.1 + losses["g_texture"] + 50.0 * losses["content"]
+    expected = 3e3 * losses["tv"] + 0.3 * losses["g_surface"] + 2.0 * losses["g_texture"] + 50.0 * losses["content"]
     assert losses["g_total"].item() == pytest.approx(expected.item(), rel=1e-5)
     method.close()
 

@@ -43,7 +43,17 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from cartoon.methods import register
-from cartoon.methods.base import Batch, Method, MethodParams, Phase, init_normal, input_logits, lrelu, lsgan, set_requires_grad
+from cartoon.methods.base import (
+    Batch,
+    Method,
+    MethodParams,
+    Phase,
+    init_normal,
+    input_logits,
+    lrelu,
+    lsgan,
+    set_requires_grad,
+)
 from cartoon.params import Section
 
 
