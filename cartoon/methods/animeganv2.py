@@ -49,10 +49,11 @@ from cartoon.methods.base import (
     MethodParams,
     Phase,
     init_normal,
-    input_logits,
+    input_skip_field,
     lrelu,
     lsgan,
     set_requires_grad,
+    tanh_output,
 )
 from cartoon.params import Section
 
@@ -95,11 +96,7 @@ class GeneratorParams(Section):
         32, ge=4, description="channels of the first generator stage; every stage scales with it (paper: 32, 2,143,552 parameters)"
     )
     n_blocks: int = Field(4, ge=1, description="inverted residual blocks in stage C (paper: 4)")
-    input_skip: bool = Field(
-        False,
-        description="false = paper; true = the network predicts a change to the photo, tanh(f(p) + atanh(p)), with its last "
-        "conv zeroed so training starts from the identity (no parameter added; as cartoongan's, for short CPU runs)",
-    )
+    input_skip: bool = input_skip_field()
 
 
 class PretrainParams(Section):
@@ -217,7 +214,7 @@ class Generator(nn.Module):
         )
         self.block_d = nn.Sequential(Upsample(4 * w, 4 * w), ConvNormLReLU(4 * w, 4 * w))
         self.block_e = nn.Sequential(Upsample(4 * w, 2 * w), ConvNormLReLU(2 * w, 2 * w), ConvNormLReLU(2 * w, w, 7))
-        self.out = nn.Sequential(nn.Conv2d(w, 3, 1, bias=False), nn.Tanh())
+        self.out = nn.Sequential(nn.Conv2d(w, 3, 1, bias=False), nn.Tanh())  # the tanh is applied by tanh_output
         if input_skip:
             nn.init.zeros_(self.out[0].weight)
 
@@ -226,7 +223,7 @@ class Generator(nn.Module):
         for block in (self.block_a, self.block_b, self.block_c, self.block_d, self.block_e):
             x = block(x)
         change = self.out[0](x)
-        return self.out[1](change + input_logits(photo) if self.input_skip else change)
+        return tanh_output(change, photo, self.input_skip)
 
 
 class Discriminator(nn.Module):

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal, Protocol
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from cartoon.params import Params, Section
@@ -171,10 +172,19 @@ def init_normal(module: nn.Module, std: float = 0.02) -> None:
                 nn.init.zeros_(layer.bias)
 
 
-def input_logits(photo: torch.Tensor) -> torch.Tensor:
-    """atanh of an image in [-1, 1] (clamped off the poles): adding a network's output to it before
-    tanh makes the network predict a change to the photo, the identity when that output is 0."""
-    return torch.atanh(photo.clamp(-0.99, 0.99))
+def input_skip_field() -> Any:
+    """The ``generator.input_skip`` key every method with a tanh output offers (off = the paper)."""
+    return Field(
+        False,
+        description="false = paper; true = the network predicts a change to the photo, tanh(f(p) + atanh(p)), with its last "
+        "conv zeroed so training starts from the identity (no parameter added; the default profile's short CPU runs)",
+    )
+
+
+def tanh_output(change: torch.Tensor, photo: torch.Tensor, input_skip: bool) -> torch.Tensor:
+    """tanh of the last conv's output, added to the photo's atanh (clamped off the poles) under
+    ``input_skip``: the network then predicts a change to the photo, the identity when it is 0."""
+    return torch.tanh(change + torch.atanh(photo.clamp(-0.99, 0.99)) if input_skip else change)
 
 
 def lrelu() -> nn.Module:

@@ -22,7 +22,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from cartoon.methods import register
-from cartoon.methods.base import Batch, Method, MethodParams, Phase, init_normal, input_logits, lrelu, set_requires_grad
+from cartoon.methods.base import (
+    Batch,
+    Method,
+    MethodParams,
+    Phase,
+    init_normal,
+    input_skip_field,
+    lrelu,
+    set_requires_grad,
+    tanh_output,
+)
 from cartoon.params import Section
 
 
@@ -35,11 +45,7 @@ class GeneratorParams(Section):
     upsample: Literal["transpose", "resize"] = Field(
         "transpose", description="transpose = paper; resize = nearest x2 then conv (no checkerboard artifacts)"
     )
-    input_skip: bool = Field(
-        False,
-        description="false = paper; true = the network predicts a change to the photo, tanh(f(p) + atanh(p)), with its last "
-        "conv zeroed so training starts from the identity (no parameter added; the default profile's short CPU runs)",
-    )
+    input_skip: bool = input_skip_field()
 
 
 class PretrainParams(Section):
@@ -112,7 +118,7 @@ class Generator(nn.Module):
             nn.init.zeros_(self.net[-1].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.net(x) + input_logits(x) if self.input_skip else self.net(x))
+        return tanh_output(self.net(x), x, self.input_skip)
 
 
 class Discriminator(nn.Module):

@@ -56,7 +56,17 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from cartoon.guided_filter import guided_filter
 from cartoon.methods import register
-from cartoon.methods.base import Batch, Method, MethodParams, Phase, input_logits, lrelu, lsgan, set_requires_grad
+from cartoon.methods.base import (
+    Batch,
+    Method,
+    MethodParams,
+    Phase,
+    input_skip_field,
+    lrelu,
+    lsgan,
+    set_requires_grad,
+    tanh_output,
+)
 from cartoon.params import Section
 from cartoon.superpixel import StructurePool
 
@@ -67,11 +77,7 @@ GRAY_RANGES = {"r": (0.199, 0.399), "g": (0.487, 0.687), "b": (0.014, 0.214)}
 class GeneratorParams(Section):
     width: int = Field(32, ge=4, description="channels of the first U-Net stage; every stage scales with it (paper: 32, 1,467,075 parameters)")
     n_blocks: int = Field(4, ge=0, description="residual blocks at the bottleneck (paper: 4)")
-    input_skip: bool = Field(
-        False,
-        description="false = paper; true = the network predicts a change to the photo, tanh(f(p) + atanh(p)), with its last "
-        "conv zeroed so training starts from the identity (no parameter added; as cartoongan's, for short CPU runs)",
-    )
+    input_skip: bool = input_skip_field()
     test_filter: bool = Field(
         True,
         description="true = paper code: inference guided-filters G(photo) by the photo (r=1, eps=5e-3); false = the raw "
@@ -154,7 +160,7 @@ class Generator(nn.Module):
         x = self.bottleneck_out(self.blocks(self.down2(x1)))
         x = self.up1(F.interpolate(x, size=x1.shape[2:], mode="bilinear", align_corners=False) + x1)
         change = self.up2(F.interpolate(x, size=x0.shape[2:], mode="bilinear", align_corners=False) + x0)
-        return torch.tanh(change + input_logits(photo) if self.input_skip else change)
+        return tanh_output(change, photo, self.input_skip)
 
 
 class Discriminator(nn.Module):
