@@ -24,7 +24,14 @@ Everything runs in one process, so every figure shares the machine's state:
    representation (superpixels);
 4. inference, each generator (with its method's test-time step) at 512 and 1024 px, batch 1:
    seconds per image of fp32 eager against the other settings, with the largest output
-   difference from fp32 eager on the [-1, 1] scale.
+   difference from fp32 eager on the [-1, 1] scale;
+5. precision agreement: each method's first ``--loss-steps`` (50) training steps in fp32 and in
+   each mixed precision this device runs fast (bf16; fp16 too on CUDA, with an fp32 rerun there as
+   the noise floor of CUDA's nondeterministic kernels), from the same weights on the same
+   batches; every loss term is smoothed by a moving average over ``--loss-window`` steps and the
+   largest gap between the curves is given in percent of the fp32 curve's mean magnitude. By
+   default on the networks ``dvc repro`` trains (params.yaml's method sections, 64 px, batch 8),
+   so its s/step columns also say how much faster the default run's steps get.
 
 FLOPs are counted once per cell with torch.utils.flop_counter.FlopCounterMode (convolutions and
 matrix products, forward and backward; the superpixels and elementwise work are not counted),
@@ -62,7 +69,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from cartoon.data.builtin import builtin_items  # noqa: E402
-from cartoon.engine import Engine, cpu_has_fast_bf16, fast_bf16, resolve_precision  # noqa: E402
+from cartoon.engine import Engine, cpu_has_fast_bf16, fast_bf16, resolve_channels_last, resolve_precision  # noqa: E402
 from cartoon.inference import to_tensor  # noqa: E402
 from cartoon.methods import available_methods, get_method, load_run_params, method_params  # noqa: E402
 from cartoon.methods.base import Batch, Method, MethodParams  # noqa: E402
@@ -104,18 +111,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per setting first (oneDNN/cuDNN plans, allocator)")
     parser.add_argument("--infer-sizes", default="512,1024", help="inference image sides ('' = no inference table)")
     parser.add_argument("--infer-repeats", type=int, default=2, help="timed forward passes per inference setting")
-    parser.add_argument("--compile", action="store_true", help="add a torch.compile inference setting (compile time excluded)")
+    parser.add_argument("--compile", action="store_true",
+                        help="add torch.compile inference settings (inductor with freezing; compile time excluded)")
     parser.add_argument("--gemm-size", type=int, default=2048, help="side of the roofline's square matrices")
     parser.add_argument("--gemm-max-s", type=float, default=5.0,
                         help="longest one roofline product may take; a dtype that would take longer (emulated bf16) is "
                         "measured at a smaller side, printed")
     parser.add_argument("--bf16-max-s", type=float, default=90.0,
-                        help="where bf16 is slow, run the explicit bf16 training row only if one step is predicted "
-                        "(from the bf16/fp32 conv probe) to take at most this; 0 = no limit")
+                        help="where bf16 is slow, run the explicit bf16 training row only if one step, and the agreement "
+                        "table's bf16 run only if all its steps, are predicted (from the bf16/fp32 conv probe) to take at "
+                        "most this; 0 = no limit")
     parser.add_argument("--no-bf16", action="store_true", help="leave out the explicit bf16 training row")
     parser.add_argument("--train-budget-s", type=float, default=420.0, help="time the training table may take (0 = no limit)")
     parser.add_argument("--infer-budget-s", type=float, default=150.0, help="time the inference table may take (0 = no limit)")
     parser.add_argument("--model-size", choices=("paper", "tiny"), default="paper", help="tiny: the test suite's networks (smoke runs)")
+    parser.add_argument("--loss-steps", type=int, default=50, help="training steps of the precision agreement table (0 = no table)")
+    parser.add_argument("--loss-window", type=int, default=10, help="moving-average window smoothing the loss curves compared")
+    parser.add_argument("--loss-networks", choices=("default", "paper", "tiny"), default="default",
+                        help="networks of the agreement table: default = params.yaml's (what dvc repro trains), paper, tiny")
+    parser.add_argument("--loss-size", type=int, default=None, help="image side of the agreement table (default: params.yaml's resize.size)")
+    parser.add_argument("--loss-batch", type=int, default=None, help="batch of the agreement table (default: params.yaml's train.batch_size)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="--sizes 128 --infer-sizes 512 --steps 1")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
@@ -130,6 +145,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown methods {unknown} (known: {', '.join(available_methods())})")
     if args.steps < 1 or args.infer_repeats < 1 or args.warmup < 0:
         parser.error("--steps and --infer-repeats must be at least 1, --warmup at least 0")
+    if args.loss_steps and not 1 <= args.loss_window <= args.loss_steps:
+        parser.error("--loss-window must be between 1 and --loss-steps")
     return args
 
 
@@ -246,7 +263,8 @@ def describe_machine(device: torch.device, loop: LoopParams) -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "train_precision_setting": loop.precision,
         "precision_auto": resolve_precision("auto", device, "train.precision"),
-        "channels_last": loop.channels_last,
+        "channels_last_setting": loop.channels_last,
+        "channels_last": resolve_channels_last(loop.channels_last, resolve_precision(loop.precision, device, "train.precision")),
     }
     return machine
 
@@ -344,11 +362,11 @@ def image_batch(domain: str, count: int, size: int, seed: int) -> torch.Tensor:
     return to_tensor([image for _, image in builtin_items(domain, count, size, seed)])
 
 
-def make_batch(cls: type[Method], size: int, count: int, device: torch.device) -> Batch:
+def make_batch(cls: type[Method], size: int, count: int, device: torch.device, seed: int = 0) -> Batch:
     """One batch of every image set the method's train phase reads: photos, cartoons, and the
     grayscale or edge-smoothed sets as gray cartoons (their content does not change the cost)."""
-    photos = image_batch("photo", count, size, 0)
-    cartoons = image_batch("cartoon", count, size, 0)
+    photos = image_batch("photo", count, size, seed)
+    cartoons = image_batch("cartoon", count, size, seed)
     gray = cartoons.mean(dim=1, keepdim=True).expand_as(cartoons).contiguous()
     sets = {"photo": photos, "cartoon": cartoons, "smooth": gray, "cartoon_gray": gray, "smooth_gray": gray}
     return {name: sets[name].to(device) for name in cls.sets[PHASE]}
@@ -448,10 +466,19 @@ def bench_training_cell(name: str, size: int, ctx: TrainContext) -> list[TrainRo
 
     settings = {"a": lambda: reference_step(reference, batch), "b": lambda: engine_step(project, engine, batch)}
     flops = count_flops(settings["b"])  # doubles as (b)'s first warm-up step
+    other_layout = "NCHW" if ctx.channels_last else "channels_last"
+    if ctx.precision != "fp32":  # the layout decides how fast mixed-precision kernels are: show the other one
+        relaid = build_method(name, params, features, device)
+        relaid_engine = Engine(device, ctx.precision, not ctx.channels_last)  # type: ignore[arg-type]
+        relaid_engine.attach(relaid)
+        settings[f"b, {other_layout}"] = lambda: engine_step(relaid, relaid_engine, batch)
+        settings[f"b, {other_layout}"]()
     for _ in range(args.warmup):
         settings["a"]()
     for _ in range(args.warmup - 1):
         settings["b"]()
+        if f"b, {other_layout}" in settings:
+            settings[f"b, {other_layout}"]()
     if name == "whitebox":
         settings["b, no superpixels"] = lambda: _step_without_superpixels(project, engine, batch)
     times = interleaved(settings, args.steps, device)
@@ -464,6 +491,9 @@ def bench_training_cell(name: str, size: int, ctx: TrainContext) -> list[TrainRo
                        args.batch, ctx.precision, ctx, reference_s),
     ]
     rows[0].vs_reference = 1.0
+    if f"b, {other_layout}" in times:
+        rows.append(throughput_row(name, size, f"    (b) with {other_layout} instead", times[f"b, {other_layout}"], flops,
+                                   args.batch, ctx.precision, ctx, reference_s))
     if name == "whitebox":
         ctx.structure.append(structure_row(project, engine, batch, size, times))
     return rows
@@ -572,12 +602,13 @@ class InferRow:
 
 @dataclass
 class InferSetting:
-    """One way to run the generator: its own copy of the weights, memory layout and context."""
+    """One way to run the generator: its own copy of the weights, memory layout, input dtype and context."""
 
     label: str
     model: torch.nn.Module
     channels_last: bool
     context: Callable[[], contextlib.AbstractContextManager]
+    dtype: torch.dtype = torch.float32
 
 
 def inference_settings(generator: torch.nn.Module, device: torch.device, compile_: bool) -> tuple[list[InferSetting], list[InferRow]]:
@@ -596,13 +627,21 @@ def inference_settings(generator: torch.nn.Module, device: torch.device, compile
         InferSetting("fp32 inference_mode + channels_last", copy_of(True), True, torch.inference_mode),
     ]
     skipped: list[InferRow] = []
-    if fast_bf16(device):
-        settings.append(InferSetting("bf16 autocast + channels_last", copy_of(True), True, autocast(torch.bfloat16)))
-    else:
-        skipped.append(InferRow("", 0, "bf16 autocast + channels_last", note="skipped: bf16 is emulated here (no AMX/AVX512-BF16)"))
+    bf16_settings = [
+        InferSetting("bf16 autocast + channels_last", copy_of(True), True, autocast(torch.bfloat16)),
+        InferSetting("bf16 weights + inference_mode + channels_last", copy_of(True).to(torch.bfloat16), True,
+                     torch.inference_mode, torch.bfloat16),
+    ]
     if compile_:
-        settings.append(InferSetting("torch.compile + inference_mode + channels_last", torch.compile(copy_of(True)), True,
-                                     torch.inference_mode))
+        settings.append(InferSetting("torch.compile (freezing) + inference_mode + channels_last", torch.compile(copy_of(True)),
+                                     True, torch.inference_mode))
+        bf16_settings.append(InferSetting("torch.compile (freezing) + bf16 weights + inference_mode + channels_last",
+                                          torch.compile(copy_of(True).to(torch.bfloat16)), True, torch.inference_mode,
+                                          torch.bfloat16))
+    if fast_bf16(device):
+        settings += bf16_settings
+    else:
+        skipped += [InferRow("", 0, s.label, note="skipped: bf16 is emulated here (no AMX/AVX512-BF16)") for s in bf16_settings]
     return settings, skipped
 
 
@@ -625,7 +664,8 @@ def bench_inference_cell(name: str, size: int, args: argparse.Namespace, device:
     outputs: dict[str, torch.Tensor] = {}
     rows: list[InferRow] = []
     for setting in settings:
-        x = photo.contiguous(memory_format=torch.channels_last) if setting.channels_last else photo
+        x = photo.to(setting.dtype)
+        x = x.contiguous(memory_format=torch.channels_last) if setting.channels_last else x
 
         def run(setting: InferSetting = setting, x: torch.Tensor = x) -> torch.Tensor:
             with setting.context():
@@ -660,6 +700,122 @@ def inference_table(args: argparse.Namespace, device: torch.device) -> list[Infe
                          lambda name, size: bench_inference_cell(name, size, args, device), skipped)
 
 
+# --- precision agreement table --------------------------------------------------------------
+
+
+@dataclass
+class AgreementRow:
+    method: str
+    size: int
+    networks: str
+    compared: str
+    steps: int = 0
+    window: int = 0
+    worst_term: str | None = None
+    worst_gap_percent: float | None = None
+    gap_percent: dict[str, float] = field(default_factory=dict)  # per loss term
+    fp32_s_per_step: float | None = None
+    s_per_step: float | None = None
+    vs_fp32: float | None = None
+    note: str = ""
+    fp32_curves: dict[str, list[float]] = field(default_factory=dict)  # raw per-step losses (JSON only)
+    curves: dict[str, list[float]] = field(default_factory=dict)
+
+
+AGREEMENT_BATCHES = 4  # distinct batches the steps cycle through (made once, outside the timing)
+
+
+def agreement_config(name: str, networks: str) -> tuple[MethodParams, torch.nn.Module]:
+    """The method's params and VGG for the agreement table: params.yaml's (what ``dvc repro``
+    trains, its VGG settings included), the paper profile's, or the tests' tiny ones."""
+    if networks == "default":
+        run = load_run_params(ROOT / "params.yaml")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomWeightsWarning)
+            return method_params(run, name), load_vgg(run.vgg, get_method(name).content_layer)
+    return method_config(name, networks), paper_vgg(name)
+
+
+def loss_curves(name: str, params: MethodParams, features: torch.nn.Module, device: torch.device, precision: str,
+                batches: list[Batch], steps: int) -> tuple[dict[str, list[float]], float]:
+    """Every loss term of the first ``steps`` train steps at ``precision``, from seed-0 weights and
+    the same random draws, and the mean seconds per step (losses stay on the device until the end)."""
+    method = build_method(name, params, features, device)
+    engine = Engine(device, precision)  # type: ignore[arg-type]
+    engine.attach(method)
+    torch.manual_seed(1)
+    recorded: list[dict[str, torch.Tensor]] = []
+    synchronize(device)
+    started = time.perf_counter()
+    for index in range(steps):
+        with engine.autocast():
+            recorded.append(method.step(PHASE, engine.batch(batches[index % len(batches)])))
+    synchronize(device)
+    seconds = (time.perf_counter() - started) / steps
+    return {key: [float(losses[key]) for losses in recorded] for key in recorded[0]}, seconds
+
+
+def smoothed_gap_percent(reference: list[float], other: list[float], window: int) -> float:
+    """Largest gap between the two curves' moving averages, in percent of the reference curve's
+    mean magnitude (a per-step ratio would explode where a term crosses zero)."""
+    kernel = torch.ones(1, 1, window, dtype=torch.float64) / window
+
+    def smooth(values: list[float]) -> torch.Tensor:
+        return torch.nn.functional.conv1d(torch.tensor(values, dtype=torch.float64).view(1, 1, -1), kernel).flatten()
+
+    ref, oth = smooth(reference), smooth(other)
+    scale = float(ref.abs().mean())
+    return 100 * float((oth - ref).abs().max()) / scale if scale > 0 else 0.0
+
+
+def agreement_precisions(device: torch.device) -> list[str]:
+    """What is compared with fp32: the mixed precisions that are fast here, and on CUDA an fp32
+    rerun (its kernels are not bitwise deterministic: the noise floor of the comparison)."""
+    if device.type == "cuda":
+        return ["bf16", "fp16", "fp32"] if torch.cuda.is_bf16_supported() else ["fp16", "fp32"]
+    return ["bf16"]
+
+
+def bench_agreement_cell(name: str, ctx: TrainContext) -> list[AgreementRow]:
+    """fp32 against each precision of ``agreement_precisions`` for one method. Where bf16 is
+    emulated it runs only if its steps are predicted (fp32 time x the conv probe) to fit --bf16-max-s."""
+    args, device = ctx.args, ctx.device
+    loop, resize = load_params(ROOT / "params.yaml").train, load_params(ROOT / "params.yaml").resize
+    size, batch_size = args.loss_size or resize.size, args.loss_batch or loop.batch_size
+    params, features = agreement_config(name, args.loss_networks)
+    batches = [make_batch(get_method(name), size, batch_size, device, seed) for seed in range(AGREEMENT_BATCHES)]
+    reference, reference_s = loss_curves(name, params, features, device, "fp32", batches, args.loss_steps)
+    rows = []
+    for precision in agreement_precisions(device):
+        row = AgreementRow(name, size, args.loss_networks, f"{precision} vs fp32" if precision != "fp32" else "fp32 rerun vs fp32",
+                           args.loss_steps, args.loss_window, fp32_s_per_step=reference_s)
+        emulated = precision == "bf16" and not fast_bf16(device)
+        predicted = reference_s * (ctx.bf16_slowdown or 1) * args.loss_steps
+        if emulated and ctx.bf16_slowdown is not None and 0 < args.bf16_max_s < predicted:
+            row.note = (f"skipped: predicted ~{predicted:.0f} s ({ctx.bf16_slowdown:.0f}x fp32, bf16 emulated on this "
+                        f"CPU; --bf16-max-s {args.bf16_max_s:.0f})")
+            rows.append(row)
+            continue
+        curves, row.s_per_step = loss_curves(name, params, features, device, precision, batches, args.loss_steps)
+        row.vs_fp32 = reference_s / row.s_per_step
+        row.fp32_curves, row.curves = reference, curves
+        row.gap_percent = {key: smoothed_gap_percent(reference[key], curves[key], args.loss_window) for key in reference}
+        row.worst_term = max(row.gap_percent, key=row.gap_percent.__getitem__)
+        row.worst_gap_percent = row.gap_percent[row.worst_term]
+        row.note = "bf16 emulated on this CPU" if emulated else ""
+        rows.append(row)
+    return rows
+
+
+def agreement_table(ctx: TrainContext) -> list[AgreementRow]:
+    rows = []
+    for name in ctx.args.methods:
+        started = time.monotonic()
+        rows += bench_agreement_cell(name, ctx)
+        print(f"  {name}: done in {time.monotonic() - started:.0f} s", flush=True)
+    return rows
+
+
 # --- printing -------------------------------------------------------------------------------
 
 
@@ -686,7 +842,7 @@ def print_machine(machine: dict[str, Any], gemm: dict[str, dict[str, Any]], slow
     print(f"  fast CPU bf16  {machine['cpu_fast_bf16']} (cartoon.engine.cpu_has_fast_bf16: AMX or AVX512-BF16)")
     print(f"  torch          {machine['torch']}; device {machine['device']}" + (f" ({machine['gpu']})" if machine["gpu"] else ""))
     print(f"  params.yaml    train.precision {machine['train_precision_setting']} -> {machine['precision_auto']}, "
-          f"channels_last {machine['channels_last']}")
+          f"channels_last {machine['channels_last_setting']} -> {machine['channels_last']}")
     rows = [[name.split()[0], r["kind"], f"{r['side']}^3", f"{r['gflops']:.2f}", f"{r['seconds'] * 1000:.1f}", str(r["repeats"])]
             for name, r in gemm.items()]
     print_table("GEMM roofline (median; a precision's roofline is its faster kind)",
@@ -722,6 +878,19 @@ def print_inference(rows: list[InferRow]) -> None:
                 ["method", "px", "setting", "s/image", "vs eager", "max |diff|", "note"], table)
 
 
+def print_agreement(rows: list[AgreementRow]) -> None:
+    table = [
+        [r.method, str(r.size), r.networks, r.compared, fmt(r.fp32_s_per_step, ".3f"), fmt(r.s_per_step, ".3f"),
+         fmt(r.vs_fp32, ".2f") + ("x" if r.vs_fp32 else ""), fmt(r.worst_gap_percent, ".2f") + ("%" if r.worst_gap_percent is not None else ""),
+         r.worst_term or "-", r.note]
+        for r in rows
+    ]
+    steps, window = (rows[0].steps, rows[0].window) if rows else (0, 0)
+    print_table(f"Precision agreement (first {steps} train steps, same weights and batches; largest gap of the {window}-step "
+                "moving averages, % of fp32's mean magnitude, worst loss term)",
+                ["method", "px", "networks", "compared", "fp32 s/step", "s/step", "vs fp32", "worst gap", "term", "note"], table)
+
+
 # --- main -----------------------------------------------------------------------------------
 
 
@@ -730,6 +899,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.getLogger("lightning_fabric").setLevel(logging.WARNING)  # its "Using bfloat16 AMP" lines
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.compile:  # inference graphs: weights folded in as constants (prepacked for oneDNN on CPUs)
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
     device = pick_device(args.device)
     loop = load_params(ROOT / "params.yaml").train
     precision = resolve_precision(loop.precision, device, "train.precision")
@@ -739,11 +912,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     gemm_names = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
     gemm = {f"{name} {kind}": gemm_gflops(kind, device, GEMM_DTYPES[name], args.gemm_size, args.gemm_max_s)
             for name in gemm_names for kind in ("matmul", "conv1x1")}
-    needs_probe = args.sizes and not args.no_bf16 and precision != "bf16" and not fast_bf16(device) and args.bf16_max_s > 0
+    needs_probe = ((args.sizes and not args.no_bf16) or args.loss_steps) and not fast_bf16(device) and args.bf16_max_s > 0
     slowdown = bf16_conv_slowdown(device) if needs_probe else None
     print_machine(machine, gemm, slowdown)
 
-    ctx = TrainContext(device, args, precision, loop.channels_last, rooflines(gemm), slowdown)
+    ctx = TrainContext(device, args, precision, resolve_channels_last(loop.channels_last, precision), rooflines(gemm), slowdown)
     train_rows: list[TrainRow] = []
     if args.sizes:
         print(f"\nTraining: {', '.join(args.methods)} at {args.sizes} px ({args.model_size} size), "
@@ -755,6 +928,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"\nInference at {args.infer_sizes} px, 1 warm-up + {args.infer_repeats} timed passes per setting ...", flush=True)
         infer_rows = inference_table(args, device)
         print_inference(infer_rows)
+    agreement_rows: list[AgreementRow] = []
+    if args.loss_steps:
+        print(f"\nPrecision agreement: {', '.join(args.methods)}, {args.loss_networks} networks, "
+              f"{args.loss_steps} steps per precision ...", flush=True)
+        agreement_rows = agreement_table(ctx)
+        print_agreement(agreement_rows)
 
     total = time.monotonic() - started
     print(f"\nTotal {total:.0f} s")
@@ -762,7 +941,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine, "gemm": gemm, "rooflines": rooflines(gemm), "bf16_conv_slowdown": slowdown,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "training": [asdict(r) for r in train_rows], "structure": [asdict(s) for s in ctx.structure],
-        "inference": [asdict(r) for r in infer_rows], "total_seconds": total,
+        "inference": [asdict(r) for r in infer_rows], "agreement": [asdict(r) for r in agreement_rows],
+        "total_seconds": total,
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -105,16 +105,20 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def torch_cartoonizer(reference: str, settings: TileSettings, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+def torch_cartoonizer(reference: str, settings: TileSettings, device: torch.device,
+                      precision: str = "fp32") -> Callable[[np.ndarray], np.ndarray]:
     """The trained generator behind ``reference`` (folder or MLflow URI) with its method's
-    inference step, tiled for any size."""
+    inference step, tiled for any size, at ``precision`` (fp32, bf16, or auto: bf16 where it is fast)."""
     from cartoon.artifacts import load_cartoonizer
+    from cartoon.engine import resolve_precision
     from cartoon.evaluate import resolve_model
 
     if reference.endswith(".onnx"):
         raise UsageError(f"{reference} is an ONNX file: run it with --backend onnx")
     model, config = load_cartoonizer(resolve_model(reference))
-    return TiledCartoonizer(model, config["size_multiple"], settings, device)
+    bf16 = resolve_precision(precision, device, "--precision") == "bf16"
+    console.print(f"cartoonize: {'bf16' if bf16 else 'fp32'} on {device}", markup=False)
+    return TiledCartoonizer(model, config["size_multiple"], settings, device, bf16=bf16)
 
 
 def cartoonize_files(jobs: list[Job], run: Callable[[np.ndarray], np.ndarray], max_pixels: int, temporal: float | None = None) -> Summary:

@@ -150,8 +150,9 @@ class LoopParams(Section):
         "(autocast; Gram matrices, the guided filter and loss reductions stay fp32; fp16 needs CUDA and scales "
         "gradients); auto = bf16 where it is fast (CUDA with bf16, a CPU with AMX or AVX512-BF16), else fp32",
     )
-    channels_last: bool = Field(
-        False, description="keep networks and batches in channels-last memory layout (faster convolutions on tensor cores and oneDNN)"
+    channels_last: Literal["auto"] | bool = Field(
+        False, description="keep networks and batches in channels-last memory layout (faster convolutions on tensor cores and "
+        "oneDNN's AMX kernels); auto = on where the steps run in bf16 or fp16, off at fp32"
     )
     compile: bool = Field(
         False, description="torch.compile every network (generator, discriminators, VGG): faster steps after a compile of "

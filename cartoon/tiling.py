@@ -72,7 +72,7 @@ class WholeImageNorm(nn.Module):
         out = ((grouped - self.mean[..., None]) * torch.rsqrt(self.var[..., None] + self.norm.eps)).reshape(x.shape)
         if self.norm.weight is not None:
             out = out * self.norm.weight.view(1, channels, 1, 1) + self.norm.bias.view(1, channels, 1, 1)
-        return out
+        return out.to(x.dtype)  # the statistics are fp32; a bf16 model goes on in bf16
 
 
 def wrap_whole_image_norms(model: nn.Module) -> list[WholeImageNorm]:
@@ -139,9 +139,14 @@ class TiledCartoonizer:
     """
 
     def __init__(self, cartoonizer: nn.Module, multiple: int, settings: TileSettings = TileSettings(),
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", bf16: bool = False) -> None:
         settings.check(multiple)
         self.model = copy.deepcopy(cartoonizer).to(device).eval()
+        # bf16 runs the weights themselves in bf16, channels-last (no autocast: its casts around
+        # every norm layer cost more than they save; README: Training and inference speed)
+        self.dtype = torch.bfloat16 if bf16 else torch.float32
+        self.layout = torch.channels_last if bf16 else torch.contiguous_format
+        self.model.to(self.dtype, memory_format=self.layout)
         self.norms = wrap_whole_image_norms(self.model)
         self.multiple, self.settings, self.device = multiple, settings, torch.device(device)
         # The norm layers hold one image's statistics between the two passes: calls from several
@@ -155,13 +160,17 @@ class TiledCartoonizer:
         x = _pad_to_multiple(to_tensor(rgb), self.multiple)
         with self._lock:
             if max(x.shape[-2:]) <= self.settings.tile:
-                return to_uint8(self.model(x.to(self.device))[:, :, :height, :width])[0]
+                return to_uint8(self._run(x)[:, :, :height, :width])[0]
             try:
                 self._statistics_pass(rgb, x)
                 out = self._tiled_pass(x)
             finally:
                 self._set_mode("own")
         return to_uint8(out[:, :, :height, :width])[0]
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """The model on ``x`` in its dtype and layout; the output as fp32 on the CPU."""
+        return self.model(x.to(self.device, self.dtype).contiguous(memory_format=self.layout)).float().cpu()
 
     def _set_mode(self, mode: str) -> None:
         for norm in self.norms:
@@ -176,7 +185,7 @@ class TiledCartoonizer:
             size = [max(self.multiple, round(n * scale / self.multiple) * self.multiple) for n in rgb.shape[:2]]
             padded = to_tensor(cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA))
         self._set_mode("record")
-        self.model(padded.to(self.device))
+        self._run(padded)
         self._set_mode("apply")
 
     def _tiled_pass(self, x: torch.Tensor) -> torch.Tensor:
@@ -191,8 +200,8 @@ class TiledCartoonizer:
             row_weights = torch.from_numpy(blend_ramp(tile_h, i > 0, i < len(rows) - 1, s.overlap))[:, None]
             for j, left in enumerate(cols):
                 weights = row_weights * torch.from_numpy(blend_ramp(tile_w, j > 0, j < len(cols) - 1, s.overlap))[None, :]
-                crop = x[:, :, top : top + tile_h, left : left + tile_w].to(self.device)
-                out[:, :, top : top + tile_h, left : left + tile_w] += self.model(crop).float().cpu() * weights
+                crop = x[:, :, top : top + tile_h, left : left + tile_w]
+                out[:, :, top : top + tile_h, left : left + tile_w] += self._run(crop) * weights
                 weight_sum[:, :, top : top + tile_h, left : left + tile_w] += weights
         return out / weight_sum
 

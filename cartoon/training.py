@@ -39,7 +39,7 @@ from cartoon.artifacts import load_generator, save_generator, write_json
 from cartoon.batches import BatchSource, ImageSet, Prefetch, load_face_sets, load_image_set
 from cartoon.checkpoints import Bookkeeper, FiniteGuard, fingerprint
 from cartoon.data.imageio import write_png
-from cartoon.engine import Engine, resolve_precision
+from cartoon.engine import Engine, resolve_channels_last, resolve_precision
 from cartoon.errors import UsageError
 from cartoon.inference import to_uint8
 from cartoon.methods import flat_params, get_method, method_params
@@ -119,17 +119,19 @@ def _start_run(params: Params, run_id: str | None, run_name: str) -> mlflow.Acti
 class MlflowCallback:
     """Tracking as a callback of the loop: the run's params, tags and training sets, losses, sample grids."""
 
-    def __init__(self, params: Params, method: Method, phase: Phase, data_sha: str, face_images: int, precision: str,
+    def __init__(self, params: Params, method: Method, phase: Phase, data_sha: str, face_images: int, engine: Engine,
                  set_paths: dict[str, Path], set_digests: dict[str, str]) -> None:
         self.params, self.method, self.phase = params, method, phase
-        self.data_sha, self.face_images, self.precision = data_sha, face_images, precision
+        self.data_sha, self.face_images = data_sha, face_images
+        self.precision, self.channels_last = engine.precision, engine.channels_last
         self.set_paths, self.set_digests = set_paths, set_digests
 
     def on_start(self, resumed: bool) -> None:
         if resumed:
             return  # the run already holds them
         tracking.log_params({**flat_params(self.params), **self.method.derived_params(), "data.face_photos": self.face_images,
-                             f"{self.phase}.precision_resolved": self.precision})
+                             f"{self.phase}.precision_resolved": self.precision,
+                             f"{self.phase}.channels_last_resolved": self.channels_last})
         mlflow.set_tags(tracking.run_tags(self.phase, self.method.name, self.data_sha, self.method.features.source)
                         | self.method.tags()
                         | {"precision": self.precision})
@@ -196,7 +198,8 @@ def run_phase(
     if loop.threads:
         torch.set_num_threads(loop.threads)
     precision = resolve_precision(loop.precision, device, f"{phase}.precision")
-    engine = Engine(device, precision, loop.channels_last, loop.distributed, f"{phase}.distributed", loop.compile)
+    channels_last = resolve_channels_last(loop.channels_last, precision)
+    engine = Engine(device, precision, channels_last, loop.distributed, f"{phase}.distributed", loop.compile)
     torch.manual_seed(loop.seed)  # the same on every rank (cartoon.checkpoints: RNG states)
     method, init_digest = _build_method(params, phase, data, engine.device, init)
     try:
@@ -227,7 +230,7 @@ def _run(phase: Phase, params: Params, loop: LoopParams, data: dict[str, Path | 
         callback = None
         if engine.is_main:
             state["run_id"] = run.info.run_id
-            callback = MlflowCallback(params, method, phase, data_sha, source.face_images, precision,
+            callback = MlflowCallback(params, method, phase, data_sha, source.face_images, engine,
                                       {name: data[name] for name in set_digests}, set_digests)
             callback.on_start(resumed=state["global_step"] > 0)
         last, grid = _loop(phase, method, engine, source, loop, books, state, callback, sample_photos)

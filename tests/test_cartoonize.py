@@ -64,6 +64,25 @@ def test_tiled_equals_whole_image(tmp_path, name):
     assert reduced.shape == image.shape  # statistics from a downscaled copy: any size runs
 
 
+@pytest.mark.parametrize("name", sorted(TINY_GENERATORS))
+def test_bf16_weights_stay_close_to_fp32(tmp_path, name):
+    """--precision bf16 runs the weights in bf16, channels-last, whole-image and tiled, close to
+    fp32: on average under one level of 255, at most 8 here (random tiny networks; the paper-size
+    generators stay within 0.03 on the [-1, 1] scale, about 4 levels, in benchmarks/bench_train.py)."""
+    import torch
+
+    model, config = load_cartoonizer(save_tiny(tmp_path / "gen", name))
+    image = photo(96, 80)
+    for settings in (TileSettings(), TileSettings(tile=64, overlap=32, stats_side=96)):
+        fp32 = TiledCartoonizer(model, config["size_multiple"], settings)
+        bf16 = TiledCartoonizer(model, config["size_multiple"], settings, bf16=True)
+        weights = [p for p in bf16.model.parameters() if p.dim() == 4]
+        assert all(p.dtype == torch.bfloat16 and p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+        assert next(model.parameters()).dtype == torch.float32  # the model given is left as it was
+        difference = np.abs(bf16(image).astype(int) - fp32(image))
+        assert 0 < difference.max() <= 8 and difference.mean() < 1, (difference.max(), difference.mean())
+
+
 def test_per_tile_statistics_would_show(tmp_path):
     """The reason for whole-image statistics: instance norm per tile changes the look."""
     model, config = load_cartoonizer(save_tiny(tmp_path / "gen", "cartoongan"))
@@ -202,6 +221,8 @@ def test_nothing_is_written_outside_out(tmp_path):
     ["photos", "--tile", "30"],
     ["photos", "--backend", "onnx", "--model", "gen", "--tile", "64"],
     ["photos", "--backend", "onnx", "--model", "missing.onnx"],
+    ["photos", "--backend", "onnx", "--model", "gen.onnx", "--precision", "bf16"],
+    ["photos", "--precision", "fp16"],
     ["empty-folder"],
 ])  # fmt: skip
 def test_usage_errors_exit_2(project, arguments):
@@ -222,6 +243,9 @@ def test_export_then_cartoonize_with_onnx_backend(project):
         result = runner.invoke(app, ["cartoonize", "photos", "--backend", backend, "--model", model, "--out", backend])
         assert result.exit_code == 0, result.output
     assert np.abs(read_rgb(project / "onnx" / "a.png").astype(int) - read_rgb(project / "torch" / "a.png")).max() <= 1
+    result = runner.invoke(app, ["cartoonize", "photos", "--model", str(gen), "--out", "bf16", "--precision", "bf16"])
+    assert result.exit_code == 0 and "bf16 on cpu" in result.output, result.output
+    assert 0 < np.abs(read_rgb(project / "bf16" / "a.png").astype(int) - read_rgb(project / "torch" / "a.png")).max() <= 8
 
 
 @pytest.mark.parametrize(("reference", "out"), [

@@ -8,7 +8,7 @@ import mlflow
 import pytest
 import torch
 
-from cartoon.engine import Engine, resolve_precision
+from cartoon.engine import Engine, resolve_channels_last, resolve_precision
 from cartoon.errors import UsageError
 from cartoon.guided_filter import guided_filter
 from cartoon.methods import available_methods, load_run_params, method_params
@@ -42,6 +42,14 @@ def test_auto_on_cuda_follows_bf16_support(monkeypatch, supported, expected):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: supported)
     _cpu_features(monkeypatch, amx=not supported, avx512_bf16=not supported)  # the CPU's support must not count
     assert resolve_precision("auto", torch.device("cuda"), "train.precision") == expected
+
+
+@pytest.mark.parametrize(("choice", "precision", "expected"), [
+    ("auto", "bf16", True), ("auto", "fp16", True),  # AMX and tensor-core kernels want channels-last
+    ("auto", "fp32", False), (True, "fp32", True), (False, "bf16", False),  # an explicit choice stands
+])  # fmt: skip
+def test_channels_last_auto_follows_mixed_precision(choice, precision, expected):
+    assert resolve_channels_last(choice, precision) is expected
 
 
 def test_fp16_on_cpu_is_a_usage_error_naming_the_key():
@@ -197,6 +205,7 @@ def test_precision_is_recorded_and_a_checkpoint_at_another_precision_is_not_resu
     assert record["run_id"] != saved["run_id"]  # a fresh run: the fp32 steps were not continued at bf16
     run = mlflow.get_run(record["run_id"])
     assert run.data.tags["precision"] == "bf16" and run.data.params["pretrain.precision_resolved"] == "bf16"
+    assert run.data.params["pretrain.channels_last_resolved"] == "True"  # params.yaml: channels_last auto
 
 
 def test_compiled_networks_give_the_eager_losses_and_keep_their_keys(params, features):
