@@ -7,7 +7,7 @@ A --stats-side below --size measures what statistics from a downscaled image cos
 of every image larger than --stats-side).
 
 Generators are the methods' default sizes from params.yaml, randomly initialised (seed 0);
-CartoonGAN's input_skip is turned off, since its zeroed last conv would make the random
+every method's input_skip is turned off, since its zeroed last conv would make the random
 generator the identity. The photo is a 2x2 mosaic of bundled photographs (astronaut, coffee,
 chelsea, rocket) scaled to the size: tiles of very different content, the hard case for
 per-tile statistics.

@@ -282,7 +282,7 @@ def cartoonize(
     out: Annotated[Path, typer.Option(help="output folder: a PNG per photo, an H.264 MP4 per video, a folder input's layout mirrored under it", show_default=False)],
     model: Annotated[str, typer.Option(help="generator folder, models:/NAME/VERSION, runs:/ID/generator; or an .onnx file from `cartoon export` with --backend onnx")] = "models/train",
     device: Annotated[Device, typer.Option(help="auto: CUDA if available")] = Device.auto,
-    precision: Annotated[InferPrecision, typer.Option(help="torch backend: fp32 (the outputs of cartoon evaluate, ONNX and the MLflow model), bf16 weights (within about 0.03 of fp32 on the [-1, 1] scale; 2.4-2.6x faster on a CPU with AMX, README: Training and inference speed), or auto: bf16 where it is fast (CUDA, a CPU with AMX or AVX512-BF16)")] = InferPrecision.fp32,
+    precision: Annotated[InferPrecision, typer.Option(help="torch backend: fp32 (the outputs of cartoon evaluate, ONNX and the MLflow model); bf16 weights, channels-last (AnimeGANv2: 2.4-2.6x faster on a CPU with AMX, within 0.03 of fp32 on the [-1, 1] scale; README: Training and inference speed); or auto: bf16 where it is fast (CUDA, a CPU with AMX or AVX512-BF16)")] = InferPrecision.fp32,
     tile: Annotated[int | None, typer.Option(help=f"tile side in pixels; larger photos run in overlapping tiles (default 512; {_TILE_NOTE})", show_default=False)] = None,
     overlap: Annotated[int | None, typer.Option(help=f"pixels shared by neighbouring tiles, cross-faded (default 128; {_TILE_NOTE})", show_default=False)] = None,
     stats_side: Annotated[int | None, typer.Option(help=f"longer side of the whole-image pass that gives the norm statistics (default 1024; {_TILE_NOTE})", show_default=False)] = None,

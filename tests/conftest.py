@@ -17,7 +17,7 @@ TINY_PARAMS = {
     "cartoongan": {"generator": {"width": 4, "n_blocks": 1, "upsample": "resize", "input_skip": False}, "train": {"disc_width": 4}},
     "animeganv2": {"generator": {"width": 4, "n_blocks": 2, "input_skip": False}, "train": {"disc_width": 4}},
     # White-box's plain L1 pretraining needs width 32 to cut the content loss within the contract test's 15 steps.
-    "whitebox": {"generator": {"width": 32, "n_blocks": 1}, "train": {"disc_width": 4, "n_segments": 20, "workers": 1}},
+    "whitebox": {"generator": {"width": 32, "n_blocks": 1, "input_skip": False}, "train": {"disc_width": 4, "n_segments": 20, "workers": 1}},
     "facecartoon": {"generator": {"width": 32, "n_blocks": 1}, "train": {"disc_width": 4, "n_segments": 20, "workers": 1}},
     "vgg": {"allow_random": True, "seed": 0},
     "pretrain": {"epochs": 1, "batch_size": 4, "log_every": 1, "sample_every": 2, "checkpoint_every": 1},
