@@ -21,6 +21,7 @@ from cartoon.methods.whitebox import (
     TrainParams,
     WhiteBox,
     WhiteBoxParams,
+    chroma_l1,
     feature_l1,
     random_gray_weights,
     to_gray,
@@ -197,6 +198,27 @@ def test_without_a_structure_term_nothing_is_segmented(features, monkeypatch):
     losses = method.step("train", _batch())
     assert set(losses) == set(TERMS) - {"structure"}  # no column that would always read 0
     expected = 3e3 * losses["tv"] + 0.3 * losses["g_surface"] + 2.0 * losses["g_texture"] + 50.0 * losses["content"]
+    assert losses["g_total"].item() == pytest.approx(expected.item(), rel=1e-5)
+    method.close()
+
+
+def test_chroma_term_is_the_uv_l1_to_the_photo_and_enters_the_sum(features):
+    """chroma_weight (not the paper's): L1 between the U and V channels of output and photo; a
+    pure brightness change costs nothing, a hue change does; off (no column) at 0."""
+    photo = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 1.6 - 0.8
+    assert chroma_l1(photo, photo).item() == 0
+    gray, brighter = torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.5)
+    assert chroma_l1(brighter, gray).item() == pytest.approx(0, abs=1e-6)  # U and V of grays are 0
+    greener = gray.clone()
+    greener[:, 1] = 0.5  # G up by 0.25 on the [0, 1] scale: U -0.0722, V -0.1287
+    assert chroma_l1(greener, gray).item() == pytest.approx((0.28886916 + 0.51496512) * 0.25 / 2, rel=1e-5)
+
+    weights = {"tv_weight": 3e3, "surface_weight": 0.3, "texture_weight": 2.0, "content_weight": 50.0, "structure_weight": 0.0}
+    method = _tiny(features, chroma_weight=7.0, **weights)
+    method.setup("train", epochs=1, steps_per_epoch=1)
+    losses = method.step("train", _batch())
+    assert set(losses) == set(TERMS) - {"structure"} | {"chroma"} and losses["chroma"] > 0
+    expected = 3e3 * losses["tv"] + 0.3 * losses["g_surface"] + 2.0 * losses["g_texture"] + 50.0 * losses["content"] + 7.0 * losses["chroma"]
     assert losses["g_total"].item() == pytest.approx(expected.item(), rel=1e-5)
     method.close()
 

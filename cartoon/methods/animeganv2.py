@@ -52,6 +52,7 @@ from cartoon.methods.base import (
     input_skip_field,
     lrelu,
     lsgan,
+    rgb_to_yuv,
     set_requires_grad,
     tanh_output,
 )
@@ -254,14 +255,6 @@ class Discriminator(nn.Module):
 
 # --- losses ---------------------------------------------------------------------------------
 
-# RGB -> YUV, BT.601 (the matrix of TensorFlow's tf.image.rgb_to_yuv); rows give Y, U, V.
-_RGB_TO_YUV = (
-    (0.299, 0.587, 0.114),
-    (-0.14714119, -0.28886916, 0.43601035),
-    (0.61497538, -0.51496512, -0.10001026),
-)
-
-
 def gram(features: torch.Tensor) -> torch.Tensor:
     """Per-sample Gram matrix F F^T / (C H W) of N,C,H,W features: N,C,C, always in fp32: its
     sums run over H W products, which bf16's 8-bit mantissa would round to a few digits."""
@@ -269,12 +262,6 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     with torch.autocast(features.device.type, enabled=False):
         flat = features.float().reshape(n, c, h * w)
         return flat @ flat.transpose(1, 2) / (c * h * w)
-
-
-def rgb_to_yuv(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] RGB images (N,3,H,W) to YUV of the [0, 1] image, channels Y, U, V."""
-    matrix = torch.tensor(_RGB_TO_YUV, dtype=images.dtype, device=images.device)
-    return torch.einsum("yc,nchw->nyhw", matrix, (images + 1) / 2)
 
 
 def colour_loss(generated: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:

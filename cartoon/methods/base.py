@@ -187,6 +187,21 @@ def tanh_output(change: torch.Tensor, photo: torch.Tensor, input_skip: bool) -> 
     return torch.tanh(change + torch.atanh(photo.clamp(-0.99, 0.99)) if input_skip else change)
 
 
+# RGB -> YUV, BT.601 (the matrix of TensorFlow's tf.image.rgb_to_yuv); rows give Y, U, V.
+_RGB_TO_YUV = (
+    (0.299, 0.587, 0.114),
+    (-0.14714119, -0.28886916, 0.43601035),
+    (0.61497538, -0.51496512, -0.10001026),
+)
+
+
+def rgb_to_yuv(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] RGB images (N,3,H,W) to YUV of the [0, 1] image, channels Y, U, V (AnimeGANv2's
+    colour loss, White-box's chroma term)."""
+    matrix = torch.tensor(_RGB_TO_YUV, dtype=images.dtype, device=images.device)
+    return torch.einsum("yc,nchw->nyhw", matrix, (images + 1) / 2)
+
+
 def lrelu() -> nn.Module:
     """LeakyReLU(0.2), the activation of every method's discriminator (and some generators)."""
     return nn.LeakyReLU(0.2, inplace=True)

@@ -64,6 +64,7 @@ from cartoon.methods.base import (
     input_skip_field,
     lrelu,
     lsgan,
+    rgb_to_yuv,
     set_requires_grad,
     tanh_output,
 )
@@ -99,6 +100,10 @@ class TrainParams(Section):
     texture_weight: float = Field(1.0, ge=0, description="texture (random grayscale) adversarial weight of G (paper code: 1)")
     content_weight: float = Field(200.0, ge=0, description="content weight, L1 of VGG conv4_4 to the photo / (h w c) (paper code: 200)")
     structure_weight: float = Field(200.0, ge=0, description="structure weight, L1 of VGG conv4_4 to the superpixel image / (h w c) (paper code: 200)")
+    chroma_weight: float = Field(
+        0.0, ge=0, description="not the paper's (0 = off): L1 between the U and V channels (YUV) of G's output and of "
+        "the photo, holding hue where the texture discriminator, which sees grayscale, leaves colour free"
+    )
     surface_radius: int = Field(5, ge=1, description="radius of the surface representation's self-guided filter (paper code: 5)")
     surface_eps: float = Field(0.2, gt=0, description="eps of the surface representation's guided filter (paper code: 0.2)")
     output_radius: int = Field(1, ge=0, description="radius of the guided filter on G's training output, guided by the photo; 0 = off (paper code: 1)")
@@ -207,6 +212,12 @@ def tv_loss(images: torch.Tensor) -> torch.Tensor:
     dy = (images[..., 1:, :] - images[..., :-1, :]).pow(2).mean()
     dx = (images[..., :, 1:] - images[..., :, :-1]).pow(2).mean()
     return (dy + dx) / (3 * h * w)
+
+
+def chroma_l1(output: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of the U and V channels (YUV of the [0, 1] images), in fp32."""
+    with torch.autocast(output.device.type, enabled=False):
+        return (rgb_to_yuv(output.float())[:, 1:] - rgb_to_yuv(photo.float())[:, 1:]).abs().mean()
 
 
 def feature_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -318,6 +329,8 @@ class WhiteBox(Method):
             + t.content_weight * content
         )
         weighted = {"structure": (t.structure_weight, feature_l1(superpixel_features[0], output_features))} if superpixel_features else {}
+        if t.chroma_weight > 0:
+            weighted["chroma"] = (t.chroma_weight, chroma_l1(output, photo))
         weighted |= self.extra_generator_terms(batch, output)
         for weight, term in weighted.values():
             g_total = g_total + weight * term
