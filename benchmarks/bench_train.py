@@ -250,7 +250,7 @@ def cpu_vector_flags() -> list[str]:
     return []
 
 
-def describe_machine(device: torch.device, loop: LoopParams) -> dict[str, Any]:
+def describe_machine(device: torch.device, loop: LoopParams, precision: str) -> dict[str, Any]:
     machine = {
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
@@ -264,7 +264,7 @@ def describe_machine(device: torch.device, loop: LoopParams) -> dict[str, Any]:
         "train_precision_setting": loop.precision,
         "precision_auto": resolve_precision("auto", device, "train.precision"),
         "channels_last_setting": loop.channels_last,
-        "channels_last": resolve_channels_last(loop.channels_last, resolve_precision(loop.precision, device, "train.precision")),
+        "channels_last": resolve_channels_last(loop.channels_last, precision),  # type: ignore[arg-type]
     }
     return machine
 
@@ -780,8 +780,8 @@ def bench_agreement_cell(name: str, ctx: TrainContext) -> list[AgreementRow]:
     """fp32 against each precision of ``agreement_precisions`` for one method. Where bf16 is
     emulated it runs only if its steps are predicted (fp32 time x the conv probe) to fit --bf16-max-s."""
     args, device = ctx.args, ctx.device
-    loop, resize = load_params(ROOT / "params.yaml").train, load_params(ROOT / "params.yaml").resize
-    size, batch_size = args.loss_size or resize.size, args.loss_batch or loop.batch_size
+    run = load_params(ROOT / "params.yaml")
+    size, batch_size = args.loss_size or run.resize.size, args.loss_batch or run.train.batch_size
     params, features = agreement_config(name, args.loss_networks)
     batches = [make_batch(get_method(name), size, batch_size, device, seed) for seed in range(AGREEMENT_BATCHES)]
     reference, reference_s = loss_curves(name, params, features, device, "fp32", batches, args.loss_steps)
@@ -908,7 +908,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     precision = resolve_precision(loop.precision, device, "train.precision")
     started = time.monotonic()
 
-    machine = describe_machine(device, loop)
+    machine = describe_machine(device, loop, precision)
     gemm_names = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
     gemm = {f"{name} {kind}": gemm_gflops(kind, device, GEMM_DTYPES[name], args.gemm_size, args.gemm_max_s)
             for name in gemm_names for kind in ("matmul", "conv1x1")}
@@ -916,7 +916,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     slowdown = bf16_conv_slowdown(device) if needs_probe else None
     print_machine(machine, gemm, slowdown)
 
-    ctx = TrainContext(device, args, precision, resolve_channels_last(loop.channels_last, precision), rooflines(gemm), slowdown)
+    ctx = TrainContext(device, args, precision, machine["channels_last"], rooflines(gemm), slowdown)
     train_rows: list[TrainRow] = []
     if args.sizes:
         print(f"\nTraining: {', '.join(args.methods)} at {args.sizes} px ({args.model_size} size), "
