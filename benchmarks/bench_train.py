@@ -27,7 +27,8 @@ Everything runs in one process, so every figure shares the machine's state:
    difference from fp32 eager on the [-1, 1] scale;
 5. precision agreement: each method's first ``--loss-steps`` (50) training steps in fp32 and in
    each mixed precision this device runs fast (bf16; fp16 too on CUDA, with an fp32 rerun there as
-   the noise floor of CUDA's nondeterministic kernels), from the same weights on the same
+   the noise floor of CUDA's nondeterministic kernels), each once with the VGG following autocast
+   and once with it in fp32 (``vgg.precision``), from the same weights on the same
    batches; every loss term is smoothed by a moving average over ``--loss-window`` steps and the
    largest gap between the curves is given in percent of the fp32 curve's mean magnitude. By
    default on the networks ``dvc repro`` trains (params.yaml's method sections, 64 px, batch 8),
@@ -768,16 +769,19 @@ def smoothed_gap_percent(reference: list[float], other: list[float], window: int
     return 100 * float((oth - ref).abs().max()) / scale if scale > 0 else 0.0
 
 
-def agreement_precisions(device: torch.device) -> list[str]:
-    """What is compared with fp32: the mixed precisions that are fast here, and on CUDA an fp32
-    rerun (its kernels are not bitwise deterministic: the noise floor of the comparison)."""
+def agreement_settings(device: torch.device) -> list[tuple[str, bool]]:
+    """What is compared with fp32, as (precision, VGG in fp32): the mixed precisions that are fast
+    here, each also with ``vgg.precision: fp32`` (content terms near zero drown in bf16's VGG
+    rounding), and on CUDA an fp32 rerun (its kernels are not bitwise deterministic: the noise
+    floor of the comparison)."""
     if device.type == "cuda":
-        return ["bf16", "fp16", "fp32"] if torch.cuda.is_bf16_supported() else ["fp16", "fp32"]
-    return ["bf16"]
+        mixed = ["bf16", "fp16"] if torch.cuda.is_bf16_supported() else ["fp16"]
+        return [(precision, vgg_fp32) for precision in mixed for vgg_fp32 in (False, True)] + [("fp32", False)]
+    return [("bf16", False), ("bf16", True)]
 
 
 def bench_agreement_cell(name: str, ctx: TrainContext) -> list[AgreementRow]:
-    """fp32 against each precision of ``agreement_precisions`` for one method. Where bf16 is
+    """fp32 against each setting of ``agreement_settings`` for one method. Where bf16 is
     emulated it runs only if its steps are predicted (fp32 time x the conv probe) to fit --bf16-max-s."""
     args, device = ctx.args, ctx.device
     run = load_params(ROOT / "params.yaml")
@@ -786,9 +790,14 @@ def bench_agreement_cell(name: str, ctx: TrainContext) -> list[AgreementRow]:
     batches = [make_batch(get_method(name), size, batch_size, device, seed) for seed in range(AGREEMENT_BATCHES)]
     reference, reference_s = loss_curves(name, params, features, device, "fp32", batches, args.loss_steps)
     rows = []
-    for precision in agreement_precisions(device):
-        row = AgreementRow(name, size, args.loss_networks, f"{precision} vs fp32" if precision != "fp32" else "fp32 rerun vs fp32",
-                           args.loss_steps, args.loss_window, fp32_s_per_step=reference_s)
+    vgg_runs = {}  # the same frozen weights, following autocast or outside it, whatever params.yaml says
+    for vgg_fp32 in (False, True):
+        vgg_runs[vgg_fp32] = copy.copy(features)
+        vgg_runs[vgg_fp32].fp32 = vgg_fp32
+    for precision, vgg_fp32 in agreement_settings(device):
+        label = "fp32 rerun" if precision == "fp32" else precision + (" + fp32 VGG" if vgg_fp32 else "")
+        row = AgreementRow(name, size, args.loss_networks, f"{label} vs fp32", args.loss_steps, args.loss_window,
+                           fp32_s_per_step=reference_s)
         emulated = precision == "bf16" and not fast_bf16(device)
         predicted = reference_s * (ctx.bf16_slowdown or 1) * args.loss_steps
         if emulated and ctx.bf16_slowdown is not None and 0 < args.bf16_max_s < predicted:
@@ -796,7 +805,7 @@ def bench_agreement_cell(name: str, ctx: TrainContext) -> list[AgreementRow]:
                         f"CPU; --bf16-max-s {args.bf16_max_s:.0f})")
             rows.append(row)
             continue
-        curves, row.s_per_step = loss_curves(name, params, features, device, precision, batches, args.loss_steps)
+        curves, row.s_per_step = loss_curves(name, params, vgg_runs[vgg_fp32], device, precision, batches, args.loss_steps)
         row.vs_fp32 = reference_s / row.s_per_step
         row.fp32_curves, row.curves = reference, curves
         row.gap_percent = {key: smoothed_gap_percent(reference[key], curves[key], args.loss_window) for key in reference}

@@ -100,6 +100,11 @@ class VggParams(Section):
         description="with the random fallback only: the layer content losses and the perceptual metric read instead of "
         "the method's (random deep layers keep little of a photo; see README)",
     )
+    precision: Literal["auto", "fp32"] = Field(
+        "auto",
+        description="auto: the features take the step's precision (bf16 under bf16 autocast); fp32: always fp32, so "
+        "content terms near zero (input_skip's start) keep their value under bf16, at the cost of the VGG's bf16 speed",
+    )
 
 
 class DistributedParams(Section):

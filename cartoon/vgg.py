@@ -85,7 +85,7 @@ def _calibrate(features: nn.Sequential, seed: int, size: int = 64) -> None:
 class VGGFeatures(nn.Module):
     """Frozen VGG19 prefix up to ``layer``; takes images in [-1, 1], applies ImageNet normalisation."""
 
-    def __init__(self, weights: ResolvedWeights, layer: str = "conv4_4", seed: int = 0) -> None:
+    def __init__(self, weights: ResolvedWeights, layer: str = "conv4_4", seed: int = 0, fp32: bool = False) -> None:
         super().__init__()
         if layer not in LAYER_END:
             raise UsageError(f"unknown VGG layer {layer!r} (known: {', '.join(LAYER_END)})")
@@ -103,6 +103,7 @@ class VGGFeatures(nn.Module):
         self.features = features.eval().requires_grad_(False)
         self.source = weights.source
         self.layer = layer
+        self.fp32 = fp32  # run outside autocast, in fp32 (vgg.precision: fp32)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -110,7 +111,10 @@ class VGGFeatures(nn.Module):
         return super().train(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.features(((images + 1) / 2 - self.mean) / self.std)
+        if not self.fp32:
+            return self.features(((images + 1) / 2 - self.mean) / self.std)
+        with torch.autocast(images.device.type, enabled=False):
+            return self.features(((images.float() + 1) / 2 - self.mean) / self.std)
 
 
 def load_vgg(params: VggParams, layer: str = "conv4_4") -> VGGFeatures:
@@ -118,4 +122,4 @@ def load_vgg(params: VggParams, layer: str = "conv4_4") -> VGGFeatures:
     weights = resolve_weights(params)
     if weights.state is None and params.random_layer:
         layer = params.random_layer
-    return VGGFeatures(weights, layer=layer, seed=params.seed)
+    return VGGFeatures(weights, layer=layer, seed=params.seed, fp32=params.precision == "fp32")

@@ -29,8 +29,10 @@ def test_tiny_run_writes_every_table(tmp_path, capsys):
     inference = result["inference"]
     assert inference[0]["setting"].startswith("fp32 eager") and inference[0]["max_abs_diff"] == 0
     assert sum(row["fastest"] for row in inference) == 1
-    (agreement,) = result["agreement"]  # bf16 against fp32 (emulated here, cheap at this size)
+    agreement, with_fp32_vgg = result["agreement"]  # bf16 against fp32 (emulated here, cheap at this size)
     assert agreement["compared"] == "bf16 vs fp32" and agreement["steps"] == 3
+    assert with_fp32_vgg["compared"] == "bf16 + fp32 VGG vs fp32" and with_fp32_vgg["worst_gap_percent"] > 0
+    assert with_fp32_vgg["curves"]["content"] != agreement["curves"]["content"]  # the VGG did run in fp32
     assert set(agreement["gap_percent"]) == set(agreement["curves"]) == set(agreement["fp32_curves"]) >= {"structure", "tv"}
     assert all(len(curve) == 3 for curve in agreement["curves"].values())
     assert agreement["worst_gap_percent"] == max(agreement["gap_percent"].values()) > 0

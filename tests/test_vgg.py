@@ -116,3 +116,20 @@ def test_random_layer_applies_to_the_random_fallback_only(tmp_path):
     assert real.source.startswith("imagenet:")
     with pytest.raises(RuntimeFailure, match="lack"):  # real weights keep the method's layer (deeper than the file)
         load_vgg(VggParams(weights=str(path), random_layer="relu1_2"), layer="conv4_4")
+
+
+def test_fp32_precision_keeps_features_in_fp32_under_bf16_autocast(tmp_path):
+    """vgg.precision: fp32 runs the features outside autocast: the values of an fp32 pass, while
+    auto follows autocast into bf16 (whose rounding can swamp a content term near zero)."""
+    path = tmp_path / "vgg.pth"
+    torch.save(_fake_state(), path)
+    auto = load_vgg(VggParams(weights=str(path)), layer="relu1_2")
+    fp32 = load_vgg(VggParams(weights=str(path), precision="fp32"), layer="relu1_2")
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    reference = auto(images)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_auto, under_fp32 = auto(images), fp32(images.bfloat16())
+    assert under_auto.dtype == torch.bfloat16 and under_fp32.dtype == torch.float32
+    assert not torch.equal(under_auto.float(), reference)
+    assert torch.allclose(under_fp32, fp32(images.bfloat16().float()))
+    assert torch.allclose(under_fp32, reference, atol=0.05 * reference.abs().max().item())

@@ -91,7 +91,7 @@ def per_pixel_guided_filter(guide: np.ndarray, src: np.ndarray, r: int, eps: flo
     return out
 
 
-@pytest.mark.parametrize(("r", "eps"), [(1, 1e-2), (2, 2e-1)])
+@pytest.mark.parametrize(("r", "eps"), [(1, 1e-2), (2, 2e-1), (5, 2e-1)])  # r 5: the running-sum box mean
 def test_guided_filter_matches_per_pixel_reference(r, eps):
     rng = np.random.default_rng(0)
     guide = rng.uniform(-1, 1, (2, 3, 9, 11))
@@ -109,12 +109,24 @@ def test_box_mean_counts_only_pixels_inside():
     assert box_mean(x, 1)[0, 0, 0, 0].item() == pytest.approx((0 + 1 + 3 + 4) / 4)
 
 
+@pytest.mark.parametrize(("shape", "r"), [((2, 3, 9, 11), 3), ((1, 2, 64, 64), 5), ((1, 1, 3, 600), 4)])
+def test_running_sum_box_mean_equals_the_average_pool(shape, r):
+    """From r = 3 box_mean takes running sums (fp32, fp64 along the 600-pixel axis): the values
+    of one clipped average pool, in the input's dtype."""
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(r)) * 2 - 1
+    pooled = torch.nn.functional.avg_pool2d(x.double(), 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+    mean = box_mean(x, r)
+    assert mean.dtype == torch.float32 and mean.shape == x.shape
+    assert (mean.double() - pooled).abs().max().item() < 1e-6
+
+
 def test_guided_filter_gradcheck():
     generator = torch.Generator().manual_seed(0)
     guide = torch.rand(1, 2, 5, 6, dtype=torch.float64, generator=generator).requires_grad_()
     src = torch.rand(1, 2, 5, 6, dtype=torch.float64, generator=generator).requires_grad_()
     assert torch.autograd.gradcheck(lambda g, s: guided_filter(g, s, 1, 1e-2), (guide, src))
     assert torch.autograd.gradcheck(lambda x: guided_filter(x, x, 2, 2e-1), (guide,))
+    assert torch.autograd.gradcheck(lambda x: guided_filter(x, x, 3, 2e-1), (guide,))
 
 
 # --- representations and losses -------------------------------------------------------------
