@@ -25,9 +25,10 @@ steps (params.yaml's networks) with (a) and with the project's box mean, interle
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -67,20 +68,32 @@ CASES = [  # (what, shape, r, backward)
 ]
 
 
-def run_case(shape: tuple[int, ...], r: int, backward: bool, box: BoxMean) -> Callable[[], torch.Tensor]:
+@contextlib.contextmanager
+def using(box: BoxMean) -> Iterator[None]:
+    """guided_filter (and White-box, through it) computes its box means with ``box`` inside."""
+    original, gf.box_mean = gf.box_mean, box
+    try:
+        yield
+    finally:
+        gf.box_mean = original
+
+
+def inputs(shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The guide and source of a case: seeded uniform noise on [-1, 1]."""
     generator = torch.Generator().manual_seed(0)
-    guide = torch.rand(shape, generator=generator) * 2 - 1
-    src = (torch.rand(shape, generator=generator) * 2 - 1).requires_grad_(backward)
+    return torch.rand(shape, generator=generator) * 2 - 1, torch.rand(shape, generator=generator) * 2 - 1
+
+
+def run_case(shape: tuple[int, ...], r: int, backward: bool, box: BoxMean) -> Callable[[], torch.Tensor]:
+    guide, src = inputs(shape)
+    src.requires_grad_(backward)
 
     def once() -> torch.Tensor:
-        original, gf.box_mean = gf.box_mean, box
-        try:
+        with using(box):
             out = gf.guided_filter(guide, src, r, 0.01)
-            if backward:
-                out.sum().backward()
-            return out.detach()
-        finally:
-            gf.box_mean = original
+        if backward:
+            out.sum().backward()
+        return out.detach()
 
     return once
 
@@ -99,23 +112,21 @@ def whitebox_steps(ways: dict[str, BoxMean], steps: int, repeats: int) -> dict[s
     engine.attach(method)
     batches = [engine.batch(make_batch(get_method("whitebox"), 64, 8, device, seed)) for seed in range(2)]
     best = dict.fromkeys(ways, float("inf"))
-    original = gf.box_mean
     try:
         for round_ in range(repeats + 1):  # round 0 warms up
             for name, box in ways.items():
-                gf.box_mean = box
                 started = time.perf_counter()
-                for index in range(steps):
-                    method.step("train", batches[index % 2])
+                with using(box):
+                    for index in range(steps):
+                        method.step("train", batches[index % 2])
                 if round_:
                     best[name] = min(best[name], (time.perf_counter() - started) / steps)
     finally:
-        gf.box_mean = original
         method.close()
     return best
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=30, help="interleaved rounds; the best of each is kept")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -125,14 +136,11 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ms per call, best of {args.repeats}")
     print(f"{'case':24s} {'r':>2s} {'way':24s} {'ms':>8s} {'vs (a)':>7s} {'max |diff|':>11s}")
+    rows: list[dict[str, object]] = []
     for what, shape, r, backward in CASES:
         runs = {name: run_case(shape, r, backward, box) for name, box in WAYS.items()}
-        generator = torch.Generator().manual_seed(0)  # the inputs of run_case, in fp64
-        guide = (torch.rand(shape, generator=generator) * 2 - 1).double()
-        src = (torch.rand(shape, generator=generator) * 2 - 1).double()
-        original, gf.box_mean = gf.box_mean, pooled
-        reference = gf.guided_filter(guide, src, r, 0.01)
-        gf.box_mean = original
+        with using(pooled):
+            reference = gf.guided_filter(*(x.double() for x in inputs(shape)), r, 0.01)
         best = dict.fromkeys(runs, float("inf"))
         outputs = {name: run() for name, run in runs.items()}  # warm-up
         for _ in range(args.repeats):
@@ -142,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
                 best[name] = min(best[name], time.perf_counter() - started)
         for name in runs:
             diff = (outputs[name].double() - reference).abs().max().item()
+            rows.append({"case": what, "r": r, "way": name, "ms": best[name] * 1e3, "max_abs_diff": diff})
             print(f"{what:24s} {r:2d} {name:24s} {best[name] * 1e3:8.2f} {best['(a) avg_pool2d'] / best[name]:6.2f}x {diff:11.2e}")
     if args.step_rounds:
         ways = {name: WAYS[name] for name in ("(a) avg_pool2d", "(e) project box_mean")}
@@ -149,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, seconds in steps.items():
             print(f"White-box train step (params.yaml networks, 64 px, batch 8, fp32), {name}: {seconds:.3f} s "
                   f"({steps['(a) avg_pool2d'] / seconds:.2f}x)")
+    return rows
 
 
 if __name__ == "__main__":
