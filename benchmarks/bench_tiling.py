@@ -8,7 +8,7 @@ of every image larger than --stats-side).
 
 Generators are the methods' default sizes from params.yaml, randomly initialised (seed 0);
 every method's input_skip is turned off, since its zeroed last conv would make the random
-generator the identity. The photo is a 2x2 mosaic of bundled photographs (astronaut, coffee,
+generator the identity, and so is the palette step (timed by bench_palette.py). The photo is a 2x2 mosaic of bundled photographs (astronaut, coffee,
 chelsea, rocket) scaled to the size: tiles of very different content, the hard case for
 per-tile statistics.
 Seam measure: mean |tiled - whole| within 2 px of the tiles' interior edges divided by the same
@@ -43,6 +43,7 @@ def default_cartoonizer(name: str, seed: int = 0) -> tuple[Cartoonizer, int]:
     generator_params = dict(section["generator"])
     if "input_skip" in generator_params:
         generator_params["input_skip"] = False
+    generator_params.pop("palette_colours", None)  # the networks alone; the palette step: bench_palette.py
     torch.manual_seed(seed)
     generator = method.build_generator(method.Params.model_validate({"generator": generator_params}))
     return Cartoonizer(method, generator).eval(), method.size_multiple

@@ -4,7 +4,9 @@ A classifier two-sample test. A logistic regression is fitted on hand-made style
 image patches (flatness, gradient levels, colour counts, saturation, high-frequency energy,
 ink share), cartoons of the run's training set against its training photos. Its image-level
 cross-validated AUC says whether the statistics separate the two sets at all (a score from a
-classifier at AUC 0.6 means little). An image's score is the mean P(cartoon) over its patches,
+classifier at AUC 0.6 means little). The two classes are weighted equally whatever the sets'
+sizes, so 0.5 means "as much cartoon as photo", not the share of cartoons in the training
+data. An image's score is the mean P(cartoon) over its patches,
 on a regular grid after scaling the image so its shorter side is the training size, so a
 512 px photo and a 64 px training crop are judged at the same scale.
 
@@ -142,7 +144,7 @@ def fit_cartoon_score(cartoons: Iterable[np.ndarray], photos: Iterable[np.ndarra
         x = np.concatenate([per_image[i] for i in indices])
         y = np.concatenate([np.full(len(per_image[i]), labels[i]) for i in indices])
         mean, scale = x.mean(0), np.where(x.std(0) > 1e-12, x.std(0), 1.0)
-        model = LogisticRegression(C=1.0, max_iter=2000).fit((x - mean) / scale, y)
+        model = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced").fit((x - mean) / scale, y)
         return CartoonScore(side, tuple(mean), tuple(scale), tuple(model.coef_[0]), float(model.intercept_[0]), float("nan"))
 
     folds = StratifiedKFold(n_splits=min(CV_FOLDS, int(labels.sum()), int((1 - labels).sum())), shuffle=True, random_state=0)

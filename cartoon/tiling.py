@@ -17,7 +17,9 @@ image and every tile is normalised with them:
 
 The layers are found by type (``WHOLE_IMAGE_NORMS``), not by method: any generator built from
 them tiles the same way. Local post-processing in ``Method.infer`` (White-box's guided filter)
-runs per tile; the overlap covers its radius. Tile origins are multiples of the generator's
+runs per tile; the overlap covers its radius. A palette output layer (cartoon.palette) is a
+whole-image statistic too: it is recorded in the statistics pass and every tile snaps to it,
+so tiles share one palette. Tile origins are multiples of the generator's
 ``size_multiple``, so strided convolutions see the same pixel grid as on the whole image.
 Memory is bounded by ``tile`` and ``stats_side``, plus the float input and output images.
 """
@@ -36,6 +38,7 @@ from torch.nn import functional as F
 
 from cartoon.errors import UsageError
 from cartoon.inference import to_tensor, to_uint8
+from cartoon.palette import Palette
 
 #: Layers that normalise by statistics over the whole spatial extent of their input.
 WHOLE_IMAGE_NORMS = (nn.InstanceNorm2d, nn.GroupNorm)
@@ -147,7 +150,7 @@ class TiledCartoonizer:
         self.dtype = torch.bfloat16 if bf16 else torch.float32
         self.layout = torch.channels_last if bf16 else torch.contiguous_format
         self.model.to(self.dtype, memory_format=self.layout)
-        self.norms = wrap_whole_image_norms(self.model)
+        self.whole_image_layers = [*wrap_whole_image_norms(self.model), *(m for m in self.model.modules() if isinstance(m, Palette))]
         self.multiple, self.settings, self.device = multiple, settings, torch.device(device)
         # The norm layers hold one image's statistics between the two passes: calls from several
         # threads (MLflow's scoring server answers requests concurrently) take turns.
@@ -173,12 +176,12 @@ class TiledCartoonizer:
         return self.model(x.to(self.device, self.dtype).contiguous(memory_format=self.layout)).float().cpu()
 
     def _set_mode(self, mode: str) -> None:
-        for norm in self.norms:
-            norm.mode = mode
+        for layer in self.whole_image_layers:
+            layer.mode = mode
 
     def _statistics_pass(self, rgb: np.ndarray, padded: torch.Tensor) -> None:
-        """Record each norm layer's statistics on the whole image, downscaled to ``stats_side`` if larger."""
-        if not self.norms:
+        """Record each norm layer's statistics and each palette on the whole image, downscaled to ``stats_side`` if larger."""
+        if not self.whole_image_layers:
             return
         scale = self.settings.stats_side / max(padded.shape[-2:])
         if scale < 1:

@@ -36,6 +36,8 @@ def test_repository_params_file_is_valid():
         ("cartoongan: {generator: {upsample: bicubic}}\n", "cartoongan.generator.upsample"),
         ("cartoongan: {generator: {block_convs: 4}}\n", "cartoongan.generator.block_convs: Input should be 2 or 3"),
         ("smooth: {kernel_size: 4}\n", "kernel_size must be odd"),
+        ("model: {name: whitebox}\nwhitebox: {generator: {palette_colours: 1}}\n", "whitebox.generator.palette_colours: palette_colours must be 0 (off) or at least 2 (got 1)"),
+        ("animeganv2: {generator: {palette_colours: -3}}\n", "animeganv2.generator.palette_colours"),
         ("[1, 2]\n", "mapping"),
         ("a: [\n", "not valid YAML"),
     ],

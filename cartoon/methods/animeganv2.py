@@ -47,11 +47,14 @@ from cartoon.methods.base import (
     Batch,
     Method,
     MethodParams,
+    PaletteColours,
     Phase,
     init_normal,
     input_skip_field,
     lrelu,
     lsgan,
+    output_palette,
+    palette_field,
     rgb_to_yuv,
     set_requires_grad,
     tanh_output,
@@ -98,6 +101,7 @@ class GeneratorParams(Section):
     )
     n_blocks: int = Field(4, ge=1, description="inverted residual blocks in stage C (paper: 4)")
     input_skip: bool = input_skip_field()
+    palette_colours: PaletteColours = palette_field()
 
 
 class PretrainParams(Section):
@@ -201,7 +205,7 @@ class Upsample(nn.Module):
 class Generator(nn.Module):
     """Fully convolutional; any input whose sides are multiples of 4 keeps its size."""
 
-    def __init__(self, width: int = 32, n_blocks: int = 4, input_skip: bool = False) -> None:
+    def __init__(self, width: int = 32, n_blocks: int = 4, input_skip: bool = False, palette_colours: int = 0) -> None:
         super().__init__()
         self.input_skip = input_skip
         w = width
@@ -216,6 +220,7 @@ class Generator(nn.Module):
         self.block_d = nn.Sequential(Upsample(4 * w, 4 * w), ConvNormLReLU(4 * w, 4 * w))
         self.block_e = nn.Sequential(Upsample(4 * w, 2 * w), ConvNormLReLU(2 * w, 2 * w), ConvNormLReLU(2 * w, w, 7))
         self.out = nn.Sequential(nn.Conv2d(w, 3, 1, bias=False), nn.Tanh())  # the tanh is applied by tanh_output
+        self.palette = output_palette(palette_colours)
         if input_skip:
             nn.init.zeros_(self.out[0].weight)
 
@@ -304,7 +309,7 @@ class AnimeGANv2(Method):
     @classmethod
     def build_generator(cls, params: AnimeGANv2Params) -> nn.Module:
         g = params.generator
-        return Generator(g.width, g.n_blocks, g.input_skip)
+        return Generator(g.width, g.n_blocks, g.input_skip, g.palette_colours)
 
     @property
     def weights(self) -> ResolvedWeights:

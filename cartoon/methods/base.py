@@ -8,12 +8,13 @@ Images are float tensors in [-1, 1], NCHW.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import torch
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from torch import nn
 
+from cartoon.palette import Palette
 from cartoon.params import Params, Section
 
 Phase = Literal["pretrain", "train"]
@@ -83,9 +84,10 @@ class Method(ABC):
 
     @classmethod
     def infer(cls, generator: nn.Module, photo: torch.Tensor) -> torch.Tensor:
-        """The method's test-time step, photos in [-1, 1] to cartoons: the generator alone unless a
-        method adds post-processing. Evaluation, sample grids and the registered model all call it."""
-        return generator(photo)
+        """The method's test-time step, photos in [-1, 1] to cartoons: the generator, then its
+        palette step (the identity unless ``generator.palette_colours`` is set), unless a method
+        adds post-processing. Evaluation, sample grids and the registered model all call it."""
+        return generator.palette(generator(photo))
 
     @abstractmethod
     def setup(self, phase: Phase, epochs: int, steps_per_epoch: int) -> None:
@@ -179,6 +181,30 @@ def input_skip_field() -> Any:
         description="false = paper; true = the network predicts a change to the photo, tanh(f(p) + atanh(p)), with its last "
         "conv zeroed so training starts from the identity (no parameter added; the default profile's short CPU runs)",
     )
+
+
+def _palette_colours(value: int) -> int:
+    if value == 1:
+        raise ValueError("palette_colours must be 0 (off) or at least 2")
+    return value
+
+
+PaletteColours = Annotated[int, Field(ge=0, le=256), AfterValidator(_palette_colours)]
+
+
+def palette_field() -> Any:
+    """The ``generator.palette_colours`` key of every method (0 = off = the paper)."""
+    return Field(
+        0,
+        description="0 = paper; K >= 2 = inference ends in a palette step: each output's colours snapped to its own K "
+        "k-means colours (cartoon.palette; not in training; the default profile's short CPU runs)",
+    )
+
+
+def output_palette(colours: int) -> nn.Module:
+    """The generator's ``palette`` module, applied by ``Method.infer``: a Palette of ``colours``
+    colours, or the identity when 0. Kept on the generator so the setting travels with it."""
+    return Palette(colours) if colours else nn.Identity()
 
 
 def tanh_output(change: torch.Tensor, photo: torch.Tensor, input_skip: bool) -> torch.Tensor:

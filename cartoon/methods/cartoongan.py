@@ -26,10 +26,13 @@ from cartoon.methods.base import (
     Batch,
     Method,
     MethodParams,
+    PaletteColours,
     Phase,
     init_normal,
     input_skip_field,
     lrelu,
+    output_palette,
+    palette_field,
     set_requires_grad,
     tanh_output,
 )
@@ -46,6 +49,7 @@ class GeneratorParams(Section):
         "transpose", description="transpose = paper; resize = nearest x2 then conv (no checkerboard artifacts)"
     )
     input_skip: bool = input_skip_field()
+    palette_colours: PaletteColours = palette_field()
 
 
 class PretrainParams(Section):
@@ -99,7 +103,8 @@ class Generator(nn.Module):
     """Fully convolutional; any input whose sides are multiples of 4 keeps its size."""
 
     def __init__(
-        self, width: int = 64, n_blocks: int = 8, upsample: str = "transpose", input_skip: bool = False, block_convs: int = 2
+        self, width: int = 64, n_blocks: int = 8, upsample: str = "transpose", input_skip: bool = False, block_convs: int = 2,
+        palette_colours: int = 0,
     ) -> None:
         super().__init__()
         w = width
@@ -113,6 +118,7 @@ class Generator(nn.Module):
             _up(2 * w, w, upsample), nn.Conv2d(w, w, 3, 1, 1), nn.InstanceNorm2d(w), nn.ReLU(inplace=True),
             nn.Conv2d(w, 3, 7, 1, 3),
         )
+        self.palette = output_palette(palette_colours)
         init_normal(self)
         if input_skip:
             nn.init.zeros_(self.net[-1].weight)
@@ -159,7 +165,7 @@ class CartoonGAN(Method):
     @classmethod
     def build_generator(cls, params: CartoonGANParams) -> nn.Module:
         g = params.generator
-        return Generator(g.width, g.n_blocks, g.upsample, g.input_skip, g.block_convs)
+        return Generator(g.width, g.n_blocks, g.upsample, g.input_skip, g.block_convs, g.palette_colours)
 
     def setup(self, phase: Phase, epochs: int, steps_per_epoch: int) -> None:
         p = self.params.pretrain if phase == "pretrain" else self.params.train

@@ -60,10 +60,13 @@ from cartoon.methods.base import (
     Batch,
     Method,
     MethodParams,
+    PaletteColours,
     Phase,
     input_skip_field,
     lrelu,
     lsgan,
+    output_palette,
+    palette_field,
     rgb_to_yuv,
     set_requires_grad,
     tanh_output,
@@ -79,6 +82,7 @@ class GeneratorParams(Section):
     width: int = Field(32, ge=4, description="channels of the first U-Net stage; every stage scales with it (paper: 32, 1,467,075 parameters)")
     n_blocks: int = Field(4, ge=0, description="residual blocks at the bottleneck (paper: 4)")
     input_skip: bool = input_skip_field()
+    palette_colours: PaletteColours = palette_field()
     test_filter: bool = Field(
         True,
         description="true = paper code: inference guided-filters G(photo) by the photo (r=1, eps=5e-3); false = the raw "
@@ -140,7 +144,9 @@ class ResBlock(nn.Module):
 class Generator(nn.Module):
     """U-Net with additive skips; any input whose sides are multiples of 4 keeps its size."""
 
-    def __init__(self, width: int = 32, n_blocks: int = 4, input_skip: bool = False, test_filter: bool = True) -> None:
+    def __init__(
+        self, width: int = 32, n_blocks: int = 4, input_skip: bool = False, test_filter: bool = True, palette_colours: int = 0
+    ) -> None:
         super().__init__()
         w = width
         self.input_skip = input_skip
@@ -152,6 +158,7 @@ class Generator(nn.Module):
         self.bottleneck_out = nn.Sequential(_conv(4 * w, 2 * w), lrelu())
         self.up1 = nn.Sequential(_conv(2 * w, 2 * w), lrelu(), _conv(2 * w, w), lrelu())
         self.up2 = nn.Sequential(_conv(w, w), lrelu(), _conv(w, 3, 7))  # then tanh (forward)
+        self.palette = output_palette(palette_colours)
         for layer in self.modules():  # the reference's (TensorFlow's) default: Glorot-uniform kernels, zero biases
             if isinstance(layer, nn.Conv2d):
                 nn.init.xavier_uniform_(layer.weight)
@@ -246,14 +253,16 @@ class WhiteBox(Method):
     @classmethod
     def build_generator(cls, params: WhiteBoxParams) -> nn.Module:
         g = params.generator
-        return Generator(g.width, g.n_blocks, g.input_skip, g.test_filter)
+        return Generator(g.width, g.n_blocks, g.input_skip, g.test_filter, g.palette_colours)
 
     @classmethod
     def infer(cls, generator: nn.Module, photo: torch.Tensor) -> torch.Tensor:
         """G(photo) guided-filtered by the photo with the reference code's test-time setting (r=1,
-        eps=5e-3), or G(photo) itself when the generator was built with ``test_filter: false``."""
+        eps=5e-3), or G(photo) itself when the generator was built with ``test_filter: false``;
+        then its palette step (after the filter, which would blend flat colours with the photo's
+        texture again)."""
         output = generator(photo)
-        return guided_filter(photo, output, INFER_RADIUS, INFER_EPS) if generator.test_filter else output
+        return generator.palette(guided_filter(photo, output, INFER_RADIUS, INFER_EPS) if generator.test_filter else output)
 
     def setup(self, phase: Phase, epochs: int, steps_per_epoch: int) -> None:
         if phase == "pretrain":
