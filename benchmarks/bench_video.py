@@ -1,6 +1,8 @@
 """Video cartoonization: frames per second and flicker, with and without --temporal, every method.
 
 Run: .venv/bin/python benchmarks/bench_video.py [--frames 36] [--size 256x192] [--strengths 0.5]
+     .venv/bin/python benchmarks/bench_video.py --model models/train   (a trained generator; with
+     a palette step, also without it: what the per-frame palette adds to the flicker)
 
 The clip is made here: a 256x192 window panning over skimage's astronaut (3 px right, 1 px down
 per frame) with Gaussian noise (sigma 3, new each frame, like a camera sensor), H.264 at 24 fps
@@ -15,10 +17,12 @@ difference between the temporal and the plain output frames: how much the blend 
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -28,7 +32,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_tiling import default_cartoonizer
+from cartoon.artifacts import load_cartoonizer
 from cartoon.cartoonize_video import cartoonize_video
+from cartoon.inference import Cartoonizer
+from cartoon.palette import Palette
 from cartoon.progress import progress
 from cartoon.temporal import FlowEstimator
 from cartoon.tiling import TiledCartoonizer
@@ -90,12 +97,26 @@ def decoded(path: Path) -> list[np.ndarray]:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
 
 
+def models(args: argparse.Namespace) -> Iterator[tuple[str, tuple[Cartoonizer, int]]]:
+    """(label, (cartoonizer, size multiple)) of each model to measure."""
+    if args.model is None:
+        yield from ((name, default_cartoonizer(name)) for name in args.methods)
+        return
+    model, config = load_cartoonizer(args.model)
+    yield f"{args.model} ({config['method']})", (model, config["size_multiple"])
+    if isinstance(model.generator.palette, Palette):
+        plain = copy.deepcopy(model)
+        plain.generator.palette = torch.nn.Identity()
+        yield f"{args.model} without its palette step", (plain, config["size_multiple"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["cartoongan", "animeganv2", "whitebox"])
     parser.add_argument("--frames", type=int, default=36)
     parser.add_argument("--size", default="256x192")
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.5])
+    parser.add_argument("--model", type=Path, help="a trained generator folder instead of the random default-size ones")
     args = parser.parse_args()
     width, height = map(int, args.size.split("x"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; PyAV {av.__version__}; OpenCV {cv2.__version__}")
@@ -111,8 +132,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder, progress(disable=True) as bar:
         clip = Path(folder) / "clip.mp4"
         write_clip(clip, frames)
-        for name in args.methods:
-            model, multiple = default_cartoonizer(name)
+        for name, (model, multiple) in models(args):
             rows = []
             for strength in [None, *args.strengths]:
                 run = Timed(TiledCartoonizer(model, multiple))
