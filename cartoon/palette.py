@@ -10,7 +10,10 @@ pixel replaced by its nearest centre. It is not in the training graph: trained t
 
 Deterministic and exportable: the centres start from the mean colours of ``colours``
 equal-width luminance bands of the image (tones, as cel shading draws them; no random seeding,
-no sort), then a fixed number of Lloyd iterations; everything is tensor arithmetic that ONNX exports. The palette is a
+no sort), then a fixed number of Lloyd iterations; everything is tensor arithmetic that ONNX exports.
+The k-means is fitted on at most FIT_SIDE x FIT_SIDE pixels (a regular grid of a larger
+image), then every pixel takes its nearest centre: a 1024 px photo costs about what a 128 px
+one does, plus one assignment pass (benchmarks/bench_palette.py). The palette is a
 whole-image statistic, so tiled inference (cartoon.tiling) records it on the whole image in
 the statistics pass and applies it to every tile (``mode``), as it does with norm statistics.
 """
@@ -24,6 +27,7 @@ from torch import nn
 
 LUMA = (0.299, 0.587, 0.114)
 ITERATIONS = 10
+FIT_SIDE = 128  # the k-means is fitted on a grid of at most FIT_SIDE x FIT_SIDE pixels, then every pixel is assigned
 FAR = 1e9  # a squared distance no colour in [-1, 1] reaches (stands in for infinity, which exports less safely)
 
 
@@ -74,6 +78,11 @@ def palette_of(pixels: torch.Tensor, colours: int, iterations: int = ITERATIONS)
     return centres
 
 
+def _flat(images: torch.Tensor) -> torch.Tensor:
+    """N,3,H,W -> N,H*W,3 in fp32."""
+    return images.float().flatten(2).transpose(1, 2)
+
+
 class Palette(nn.Module):
     """N,3,H,W images -> the same with every pixel's colour replaced by its image's nearest
     palette centre (no gradient: an inference step).
@@ -94,11 +103,12 @@ class Palette(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         n, channels, height, width = images.shape
         with torch.autocast(images.device.type, enabled=False):
-            pixels = images.float().reshape(n, channels, -1).transpose(1, 2)
+            pixels = _flat(images)
             if self.mode == "apply":
                 centres = self.centres
-            else:
-                centres = palette_of(pixels, self.colours, self.iterations)
+            else:  # fitted on every pixel up to FIT_SIDE a side, on a regular grid of them beyond
+                grid = images[:, :, :: (height + FIT_SIDE - 1) // FIT_SIDE, :: (width + FIT_SIDE - 1) // FIT_SIDE]
+                centres = palette_of(_flat(grid), self.colours, self.iterations)
                 if self.mode == "record":
                     self.centres = centres
             quantised = torch.gather(centres, 1, nearest(pixels, centres)[..., None].expand(-1, -1, channels))

@@ -40,6 +40,11 @@ def test_an_image_of_k_flat_colours_comes_back_unchanged():
     assert torch.allclose(Palette(4)(image), image, atol=1e-6)  # each colour its own centre (float means)
 
 
+def test_a_large_image_is_fitted_on_a_grid_and_still_exact():
+    image = torch.nn.functional.interpolate(blocks([(-0.8, -0.6, 0.9), (0.1, 0.7, -0.2), (0.9, 0.9, 0.9)], side=4), size=(300, 420))
+    assert torch.allclose(Palette(3)(image), image, atol=1e-4)  # 126,000 pixels, fitted on every 3rd row and column (fp32 means)
+
+
 def test_deterministic_and_autocast_safe():
     images = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.autocast("cpu", dtype=torch.bfloat16):
