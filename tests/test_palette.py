@@ -116,3 +116,15 @@ def test_onnx_export_allows_only_palette_ties(tmp_path):
     report = export_onnx(model, config, tmp_path / "model.onnx")
     assert report["share_beyond_tolerance"] <= 0.05 and (tmp_path / "model.onnx").is_file()
     assert all("share_beyond_tolerance" in row for row in report["sizes"])
+
+
+def test_whitebox_applies_the_palette_after_its_guided_filter():
+    from cartoon.guided_filter import guided_filter
+    from cartoon.methods.whitebox import Generator, WhiteBox
+
+    torch.manual_seed(0)
+    generator = Generator(4, 1, palette_colours=5).eval()
+    photo = torch.rand(2, 3, 32, 36) * 2 - 1
+    with torch.no_grad():
+        raw = generator(photo)
+        torch.testing.assert_close(WhiteBox.infer(generator, photo), Palette(5)(guided_filter(photo, raw, r=1, eps=5e-3)))
