@@ -17,7 +17,7 @@ image and every tile is normalised with them:
 
 The layers are found by type (``WHOLE_IMAGE_NORMS``), not by method: any generator built from
 them tiles the same way. Local post-processing in ``Method.infer`` (White-box's guided filter)
-runs per tile; the overlap covers its radius. A palette output layer (cartoon.palette) is a
+runs per tile; the overlap covers its radius. The palette step (cartoon.palette) is a
 whole-image statistic too: it is recorded in the statistics pass and every tile snaps to it,
 so tiles share one palette. Tile origins are multiples of the generator's
 ``size_multiple``, so strided convolutions see the same pixel grid as on the whole image.
