@@ -63,7 +63,7 @@ def palette_of(pixels: torch.Tensor, colours: int, iterations: int = ITERATIONS)
     low, high = luma.amin(1, keepdim=True), luma.amax(1, keepdim=True)
     band = ((luma - low) / (high - low).clamp_min(1e-6) * colours).long().clamp(0, colours - 1)
     members = _one_hot(band, colours, pixels.dtype)
-    centres = _class_means(pixels, members, torch.zeros_like(pixels[:, :colours]))
+    centres = _class_means(pixels, members, pixels.new_zeros(pixels.shape[0], colours, pixels.shape[-1]))
     chosen = members.sum(1) > 0  # N,K
     slots = torch.arange(colours, device=pixels.device)
     for k in range(colours):

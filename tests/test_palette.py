@@ -13,6 +13,7 @@ from cartoon.methods import get_method
 from cartoon.onnx_export import export_onnx
 from cartoon.palette import Palette, palette_of
 from cartoon.tiling import TiledCartoonizer, TileSettings
+from tests.test_cartoonize import photo
 
 
 def colours_of(images: torch.Tensor) -> list[set[tuple[float, ...]]]:
@@ -62,6 +63,11 @@ def test_recorded_palette_is_applied_to_other_images():
     assert colours_of(other)[0] <= colours_of(first)[0]
 
 
+def test_an_image_with_fewer_pixels_than_colours_keeps_its_own():
+    image = torch.rand(1, 3, 4, 4) * 2 - 1
+    assert torch.allclose(Palette(32)(image), image, atol=1e-6)  # 16 pixels, 32 slots: each pixel its own centre
+
+
 def test_needs_two_colours():
     with pytest.raises(ValueError, match="at least 2"):
         Palette(1)
@@ -93,15 +99,9 @@ def _saved(tmp_path, palette_colours: int = 6):
     return load_cartoonizer(tmp_path / "gen")
 
 
-def _photo(height: int, width: int) -> np.ndarray:
-    y, x = np.mgrid[0:height, 0:width] / max(height, width)
-    base = np.stack([np.sin(6 * x + 1), np.cos(5 * y), np.sin(4 * (x + y))], axis=-1) * 90 + 128
-    return np.clip(base + np.random.default_rng(0).normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-
-
 def test_tiles_share_the_whole_image_palette(tmp_path):
     model, config = _saved(tmp_path)
-    image = _photo(96, 96)  # four 48 px tiles, no overlap: no blended pixels
+    image = photo(96, 96)  # four 48 px tiles, no overlap: no blended pixels
     whole = cartoonize(model, image, config["size_multiple"])
     tiled = TiledCartoonizer(model, config["size_multiple"], TileSettings(tile=48, overlap=0, stats_side=96))(image)
     colours = lambda rgb: set(map(tuple, rgb.reshape(-1, 3).tolist()))  # noqa: E731
